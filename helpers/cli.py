@@ -1,0 +1,153 @@
+"""The `cookbook` command line: the verified matrix, commands, and a machine check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from helpers import commands, doctor
+from helpers.recipes import CookbookChoiceError, RecipeError, load_recipes
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line instead of usage + error
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    recipes = load_recipes()
+    hws = list(recipes.hardware) if args.all else recipes.verified_hardware
+    rows = []
+    for hw in hws:
+        for variant in recipes.variants:
+            spec = commands.launch_spec(hw, variant)
+            cell = recipes.deploy.cells.get(hw, {}).get(variant)
+            rows.append({
+                "hw": hw,
+                "variant": variant,
+                "model": spec.model,
+                "verified": spec.verified,
+                "badge": "Verified" if spec.verified else "Not Verified",
+                "derived_from": spec.derived_from,
+                "env": list(spec.env),
+                "cell_flags": cell if cell is not None else None,
+                "command": commands.render(spec),
+            })  # fmt: skip
+    lam = recipes.lambda_8b_a1b
+    extra = {
+        "id": "lambda-8b-a1b",
+        "source": recipes.sources[lam.source].title,
+        "model": recipes.models[lam.model].hf_id,
+        "served_model_name": lam.served_model_name,
+        "port": lam.port,
+        "benchmarked_on": lam.benchmarked_on,
+        "commands": {engine: commands.render_lambda(engine) for engine in commands.LAMBDA_ENGINES},
+    }
+    if args.json:
+        print(json.dumps({"cells": rows, "recipes": [extra]}, indent=2))
+        return 0
+    print(f"{'HW':<6} {'VARIANT':<9} {'MODEL':<32} {'BADGE':<13} CELL FLAGS")
+    for r in rows:
+        flags = " ".join(r["cell_flags"] or []) or f"(derived from {r['derived_from']})"
+        env = " +vision env" if r["env"] else ""
+        print(f"{r['hw']:<6} {r['variant']:<9} {r['model']:<32} {r['badge']:<13} {flags}{env}")
+    verified = sum(r["verified"] for r in rows)
+    print(f"\n{verified} verified cells ({len(recipes.verified_hardware)} GPUs x "
+          f"{len(recipes.variants)} variants); every cell: {recipes.deploy.quant}, TP=1, single node.")
+    print(f"\nRecipe {extra['id']}: {extra['model']} served as {extra['served_model_name']} on port "
+          f"{extra['port']}, SGLang and vLLM, benchmarked on {', '.join(lam.benchmarked_on)} "
+          f"(source: {extra['source']}).")  # fmt: skip
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.recipe:
+        text = commands.render_lambda(args.engine)
+        print(json.dumps({"recipe": args.recipe, "engine": args.engine, "command": text}, indent=2)
+              if args.json else text)  # fmt: skip
+        return 0
+    if not (args.hw and args.variant):
+        raise UsageError("cookbook command: error: give --hw and --variant (or --recipe lambda-8b-a1b)")
+    values = commands.Placeholders.resolve(
+        {"HOST_IP": args.host, "PORT": args.port, "HF_TOKEN": args.hf_token_env}
+    )
+    result = commands.playground(args.hw, args.variant, tp=args.tp, docker=args.docker, values=values)
+    spec = result.spec
+    curl = commands.render_curl(spec, values)
+    if args.json:
+        env, argv = commands.server_argv(spec, values)
+        print(json.dumps({
+            "hw": spec.hw, "variant": spec.variant, "model": spec.model,
+            "verified": spec.verified, "badge": "Verified" if spec.verified else "Not Verified",
+            "derived_from": spec.derived_from, "notes": list(spec.notes),
+            "docker": args.docker, "command": result.command, "curl": curl,
+            "env": env, "argv": argv,
+            "diff": [{"tag": d.tag, "line": d.text} for d in result.diff if d.tag != " "],
+            "submit_url": result.submit_url,
+        }, indent=2))  # fmt: skip
+        return 0
+    print(curl if args.curl else result.command)
+    if not spec.verified:
+        # On stderr so that stdout stays a pasteable command.
+        print(f"# Not Verified: {' '.join(spec.notes) or 'the overrides changed the verified command.'}",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    report = doctor.run()
+    print(json.dumps(report.to_json(), indent=2) if args.json else doctor.format_report(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    recipes = load_recipes()
+    parser = _Parser(prog="cookbook", description="LFM2.5 on SGLang: verified commands and notebooks.")
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("matrix", help="the verified cells with their badge, and the Lambda recipe")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all", action="store_true", help="also GPUs outside the matrix (derived recipes)")
+    p.set_defaults(func=_matrix)
+
+    p = sub.add_parser("command", help="the launch command for a GPU and a model")
+    p.add_argument("--hw", help=f"hardware id: {', '.join(recipes.hardware)}")
+    p.add_argument("--variant", help=f"model: {', '.join(recipes.models)}")
+    p.add_argument("--docker", action="store_true", help="wrap in `docker run` (dev image)")
+    p.add_argument("--tp", type=int, help="Playground TP override (changes the verified command)")
+    p.add_argument("--host", help="HOST_IP placeholder (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="PORT placeholder (default 30000)")
+    p.add_argument("--hf-token-env", help="name of the variable holding your HF token (Docker)")
+    p.add_argument("--curl", action="store_true", help="print the cURL check instead")
+    p.add_argument("--recipe", choices=["lambda-8b-a1b"], help="the Lambda guide's recipe instead")
+    p.add_argument("--engine", choices=commands.LAMBDA_ENGINES, default="sglang",
+                   help="engine of --recipe")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_command)
+
+    p = sub.add_parser("doctor", help="Python, packages, GPU, engines and free ports on this machine")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (CookbookChoiceError, commands.PlaceholderError, RecipeError) as exc:
+        print(f"cookbook: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""The command generator: recipes -> `sglang serve` commands, Docker wraps, cURL checks, Playground.
+
+The text layout follows the upstream Deploy panel: env assignments one per line, then
+``sglang serve \\`` and one flag per line indented by two spaces (four inside ``docker run``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlencode
+
+from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOST = re.compile(r"^[A-Za-z0-9.:\-\[\]]+$")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+_CONTINUATION = " \\"
+
+
+class PlaceholderError(ValueError):
+    """A placeholder override is not acceptable (bad port, a token where a name belongs, ...)."""
+
+
+@dataclass(frozen=True)
+class Placeholders:
+    """Values substituted into commands. ``hf_token`` is the NAME of the variable with the token."""
+
+    HOST_IP: str
+    PORT: str
+    HF_TOKEN: str
+    CURL_HOST: str
+    CURL_PORT: str
+
+    @classmethod
+    def resolve(cls, overrides: dict[str, object] | None = None, recipes: Recipes | None = None):
+        recipes = recipes or load_recipes()
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        unknown = sorted(set(overrides) - set(recipes.placeholders))
+        if unknown:
+            raise PlaceholderError(
+                f"unknown placeholder {unknown[0]!r}; valid: {', '.join(recipes.placeholders)}"
+            )
+        values = {name: str(p.default) for name, p in recipes.placeholders.items()}
+        values.update({k: str(v) for k, v in overrides.items()})
+        # Defaults may refer to other placeholders (CURL_PORT follows PORT).
+        for name, value in values.items():
+            values[name] = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), value)
+        _validate_placeholders(values)
+        return cls(**values)
+
+
+def _validate_placeholders(values: dict[str, str]) -> None:
+    for name in ("PORT", "CURL_PORT"):
+        port = values[name]
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise PlaceholderError(f"{name} must be a port number 1-65535, got {port!r}")
+    for name in ("HOST_IP", "CURL_HOST"):
+        if not _HOST.match(values[name]):
+            raise PlaceholderError(f"{name} must be a host name or IP address, got {values[name]!r}")
+    token_var = values["HF_TOKEN"]
+    if token_var.startswith("hf_") or not _ENV_NAME.match(token_var):
+        # Never echo the value: it may be a real token.
+        raise PlaceholderError(
+            "HF_TOKEN takes the NAME of the environment variable that holds your token "
+            "(e.g. HF_TOKEN), not the token itself"
+        )
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """One launch: env assignments and flag lines (placeholders unresolved), plus provenance."""
+
+    hw: str
+    variant: str
+    model: str  # Hugging Face id
+    env: tuple[str, ...]
+    flags: tuple[str, ...]
+    verified: bool
+    derived_from: str | None = None  # the verified cell a Not-Verified recipe was derived from
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.hw}/{self.variant}"
+
+
+def _strip_flag(flags: list[str], name: str) -> list[str]:
+    return [f for f in flags if f.split(" ", 1)[0].split("=", 1)[0] != name]
+
+
+def verified_spec(hw: str, variant: str, recipes: Recipes | None = None) -> LaunchSpec:
+    """The verified cell for a matrix GPU and a serving variant, exactly as upstream."""
+    recipes = recipes or load_recipes()
+    if hw not in recipes.deploy.cells:
+        raise CookbookChoiceError("verified hardware", hw, recipes.verified_hardware)
+    if variant not in recipes.variants:
+        raise CookbookChoiceError("serving variant", variant, recipes.variants)
+    model = recipes.models[variant]
+    deploy = recipes.deploy
+    env = tuple(deploy.vision_env) if model.capabilities.vision else ()
+    flags = (*deploy.common_flags, *deploy.cells[hw][variant], *deploy.tail_flags)
+    return LaunchSpec(hw, variant, model.hf_id, env, flags, verified=True)
+
+
+def launch_spec(
+    hw: str, variant: str, tp: int | None = None, recipes: Recipes | None = None
+) -> LaunchSpec:
+    """The recipe for any GPU and any model: verified where the matrix has it, else derived."""
+    recipes = recipes or load_recipes()
+    hardware = recipes.hw(hw)
+    model = recipes.model(variant)
+    base_hw = hardware.derive_from or hw
+    base_variant = model.based_on or variant
+    spec = verified_spec(base_hw, base_variant, recipes)
+    env, flags, notes = list(spec.env), list(spec.flags), []
+    derived_from = None
+
+    if model.based_on is not None:
+        if not model.capabilities.tools:
+            flags = _strip_flag(flags, "--tool-call-parser")
+        if model.capabilities.reasoning_parser is None:
+            flags = _strip_flag(flags, "--reasoning-parser")
+        notes.append(f"{model.display_name}: the {base_variant} cell with the model path swapped.")
+        if model.note:
+            notes.append(model.note)
+        derived_from = spec.cell_id
+    if hardware.derive_from is not None:
+        notes.append(
+            f"{hardware.name} is outside the verified matrix: derived from the "
+            f"{hardware.derive_from} cell, not yet run end-to-end."
+        )
+        if not hardware.bf16:
+            fp16 = recipes.fp16_only
+            tail = len(recipes.deploy.tail_flags)
+            flags = flags[:-tail] + fp16.flags + flags[-tail:]
+            env += fp16.env
+            notes.append(
+                f"{hardware.name} has no bf16: adds {' '.join(fp16.flags)} and {' '.join(fp16.env)}."
+            )
+        derived_from = spec.cell_id
+    spec = LaunchSpec(
+        hw, variant, model.hf_id, tuple(env), tuple(flags), verified=derived_from is None,
+        derived_from=derived_from, notes=tuple(notes),
+    )
+    return with_tp(spec, tp, recipes) if tp is not None else spec
+
+
+def with_tp(spec: LaunchSpec, tp: int, recipes: Recipes | None = None) -> LaunchSpec:
+    """The Playground's TP override: replace --tp, placed right after --model-path."""
+    recipes = recipes or load_recipes()
+    valid = [v for v in recipes.playground.tp_values if v is not None]
+    if tp not in valid:
+        raise CookbookChoiceError("TP override", tp, [str(v) for v in valid])
+    flags = _strip_flag(list(spec.flags), "--tp")
+    at = next(i for i, f in enumerate(flags) if f.startswith("--model-path")) + 1
+    flags.insert(at, f"--tp {tp}")
+    unchanged = tuple(flags) == spec.flags
+    return replace(spec, flags=tuple(flags), verified=spec.verified and unchanged)
+
+
+# ----- rendering ----------------------------------------------------------------------------
+
+
+def substitute(text: str, spec: LaunchSpec, values: Placeholders) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "MODEL_NAME":
+            return spec.model
+        if not hasattr(values, name):
+            raise PlaceholderError(f"no value for placeholder {{{{{name}}}}} in {text!r}")
+        return getattr(values, name)
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def bare_lines(spec: LaunchSpec, values: Placeholders, recipes: Recipes | None = None) -> list[str]:
+    recipes = recipes or load_recipes()
+    lines = [*spec.env, recipes.deploy.program, *("  " + f for f in spec.flags)]
+    return [substitute(line, spec, values) for line in lines]
+
+
+def docker_lines(spec: LaunchSpec, values: Placeholders, recipes: Recipes | None = None) -> list[str]:
+    recipes = recipes or load_recipes()
+    docker = recipes.docker
+    token_var = values.HF_TOKEN
+    # Docker copies the variable from the caller's environment: the token never enters the text.
+    hf_token = "--env HF_TOKEN" if token_var == "HF_TOKEN" else f'--env "HF_TOKEN=${token_var}"'
+    options = [*docker.run_options, hf_token, *(f"--env {e}" for e in spec.env), *docker.after_env_options]
+    first, *rest = options
+    lines = [f"docker run {first}", *("  " + o for o in rest), "  " + docker.image]
+    lines += ["  " + recipes.deploy.program, *("    " + f for f in spec.flags)]
+    return [substitute(line, spec, values) for line in lines]
+
+
+def render(spec: LaunchSpec, values: Placeholders | None = None, docker: bool = False) -> str:
+    """The command as a user pastes it: one line per env var / option / flag, continued by ``\\``."""
+    values = values or Placeholders.resolve()
+    lines = docker_lines(spec, values) if docker else bare_lines(spec, values)
+    return (_CONTINUATION + "\n").join(lines)
+
+
+def render_curl(spec: LaunchSpec, values: Placeholders | None = None) -> str:
+    values = values or Placeholders.resolve()
+    return substitute(load_recipes().curl_check, spec, values)
+
+
+def server_argv(spec: LaunchSpec, values: Placeholders | None = None) -> tuple[dict[str, str], list[str]]:
+    """(env, argv) to launch the spec without a shell: argv starts with the program words."""
+    values = values or Placeholders.resolve()
+    env = dict(substitute(e, spec, values).split("=", 1) for e in spec.env)
+    argv = shlex.split(load_recipes().deploy.program)
+    for flag in spec.flags:
+        argv += shlex.split(substitute(flag, spec, values))
+    return env, argv
+
+
+# ----- Playground -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffLine:
+    tag: str  # " " unchanged, "+" added by the override, "-" removed by it
+    text: str
+
+
+@dataclass(frozen=True)
+class PlaygroundResult:
+    base: LaunchSpec
+    spec: LaunchSpec
+    command: str
+    base_command: str
+    diff: tuple[DiffLine, ...]
+    submit_url: str | None  # offered only while Not Verified
+
+    @property
+    def verified(self) -> bool:
+        return self.spec.verified
+
+    @property
+    def added(self) -> list[str]:
+        return [d.text for d in self.diff if d.tag == "+"]
+
+    @property
+    def removed(self) -> list[str]:
+        return [d.text for d in self.diff if d.tag == "-"]
+
+
+def line_diff(base: str, new: str) -> tuple[DiffLine, ...]:
+    """Line diff of two rendered commands, ignoring the trailing continuation backslashes."""
+    a = [line.removesuffix(_CONTINUATION) for line in base.splitlines()]
+    b = [line.removesuffix(_CONTINUATION) for line in new.splitlines()]
+    out: list[DiffLine] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out += [DiffLine(" ", t) for t in a[i1:i2]]
+            continue
+        out += [DiffLine("-", t) for t in a[i1:i2]]
+        out += [DiffLine("+", t) for t in b[j1:j2]]
+    return tuple(out)
+
+
+def submit_issue_url(spec: LaunchSpec, command: str, recipes: Recipes | None = None) -> str:
+    """A pre-filled upstream issue proposing the combination as a new verified cell."""
+    recipes = recipes or load_recipes()
+    submit = recipes.playground.submit
+    deploy = recipes.deploy
+    combo = f"{spec.hw} / {spec.variant} / {deploy.quant} / {deploy.strategy} / {deploy.nodes}"
+    params = {
+        "template": submit.issue_template,
+        "title": f"[Playground] Verified cell: {combo}",
+        "model": submit.cookbook_model,
+        "combination": combo,
+        "cell-snippet": f"```bash\n{command}\n```",
+        "notes": "Generated by the LFM2.5 SGLang notebook cookbook's Playground.",
+    }
+    return f"https://github.com/{submit.repo}/issues/new?{urlencode(params)}"
+
+
+def playground(
+    hw: str,
+    variant: str,
+    tp: int | None = None,
+    docker: bool = False,
+    values: Placeholders | None = None,
+    recipes: Recipes | None = None,
+) -> PlaygroundResult:
+    """Apply the Playground's overrides on top of the Deploy selection."""
+    recipes = recipes or load_recipes()
+    values = values or Placeholders.resolve(recipes=recipes)
+    base = launch_spec(hw, variant, recipes=recipes)
+    spec = with_tp(base, tp, recipes) if tp is not None else base
+    base_command = render(base, values, docker)
+    command = render(spec, values, docker)
+    url = None if spec.verified else submit_issue_url(spec, command, recipes)
+    return PlaygroundResult(base, spec, command, base_command, line_diff(base_command, command), url)
+
+
+# ----- the Lambda guide's recipe ----------------------------------------------------------------
+
+LAMBDA_ENGINES = ("sglang", "vllm")
+
+
+def render_lambda(engine: str = "sglang", recipes: Recipes | None = None) -> str:
+    """The Lambda guide's `docker run` command for one engine, laid out as the guide writes it."""
+    recipes = recipes or load_recipes()
+    if engine not in LAMBDA_ENGINES:
+        raise CookbookChoiceError("engine", engine, list(LAMBDA_ENGINES))
+    recipe = recipes.lambda_8b_a1b
+    launch = getattr(recipe, engine)
+    first, *options = recipe.docker_run
+    lines = [first, *options, launch.image, *launch.lines]
+    return (_CONTINUATION + "\n    ").join(lines)
+
+
+def lambda_argv(engine: str = "sglang", recipes: Recipes | None = None) -> list[str]:
+    """The engine's arguments in the Lambda recipe (after the program / image entrypoint)."""
+    recipes = recipes or load_recipes()
+    lines = list(getattr(recipes.lambda_8b_a1b, engine).lines)
+    if engine == "sglang":
+        lines = lines[1:]  # python3 -m sglang.launch_server
+    return [token for line in lines for token in shlex.split(line)]

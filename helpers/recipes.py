@@ -1,0 +1,315 @@
+"""Recipes as data: the schema of ``data/recipes.yaml`` and its loader.
+
+Every flag, model id and preset lives in the YAML file; this module only says what shape it must
+have. A malformed file fails with :class:`RecipeError` naming the offending key path.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+RECIPES_PATH = DATA_DIR / "recipes.yaml"
+
+_FLAG_LINE = re.compile(r"^--?[a-z0-9][a-z0-9-]*([ =].*)?$")
+_ENV_ASSIGN = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+class RecipeError(ValueError):
+    """The recipes file is missing, unreadable or does not match the schema."""
+
+
+class CookbookChoiceError(ValueError):
+    """A name given by the user is not one of the valid choices."""
+
+    def __init__(self, what: str, given: object, valid: list[str]):
+        self.what, self.given, self.valid = what, given, valid
+        super().__init__(f"unknown {what} {given!r}; valid: {', '.join(valid)}")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos until proven otherwise.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_flag_lines(lines: list[str]) -> list[str]:
+    for line in lines:
+        if not _FLAG_LINE.match(line):
+            raise ValueError(f"{line!r} is not a flag line (expected '--flag' or '--flag value')")
+    return lines
+
+
+def _check_env(lines: list[str]) -> list[str]:
+    for line in lines:
+        if not _ENV_ASSIGN.match(line):
+            raise ValueError(f"{line!r} is not an environment assignment NAME=value")
+    return lines
+
+
+class Source(_Strict):
+    title: str
+    publisher: str
+
+
+class Capabilities(_Strict):
+    reasoning_parser: str | None = None
+    tools: bool
+    vision: bool = False
+    base: bool = False
+
+
+class Model(_Strict):
+    hf_id: str = Field(pattern=r"^LiquidAI/LFM2\.5-[A-Za-z0-9.-]+$")
+    serving: bool = False
+    params: str
+    context: Literal["32K", "128K"]
+    role: str
+    architecture: Literal["Lfm2ForCausalLM", "Lfm2MoeForCausalLM", "Lfm2VlForConditionalGeneration"]
+    capabilities: Capabilities
+    choose_when: str | None = None
+    based_on: str | None = None
+    sampling: str | None = None
+    note: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.hf_id.split("/", 1)[1]
+
+
+class SamplingPreset(_Strict):
+    temperature: float = Field(ge=0, le=2)
+    extra_body: dict[Literal["top_k", "min_p", "repetition_penalty"], float | int]
+
+
+class Hardware(_Strict):
+    name: str
+    family: str
+    compute_capability: str = Field(pattern=r"^\d+\.\d+$")
+    bf16: bool
+    nvidia_smi: list[str] = Field(min_length=1)
+    derive_from: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.derive_from is None
+
+
+class FlagsAndEnv(_Strict):
+    flags: list[str]
+    env: list[str]
+
+    _flags = field_validator("flags")(_check_flag_lines)
+    _env = field_validator("env")(_check_env)
+
+
+class Deploy(_Strict):
+    program: str
+    quant: str
+    strategy: str
+    nodes: str
+    common_flags: list[str]
+    tail_flags: list[str]
+    vision_env: list[str]
+    vision_env_note: str
+    cells: dict[str, dict[str, list[str]]]
+
+    _flags = field_validator("common_flags", "tail_flags")(_check_flag_lines)
+    _env = field_validator("vision_env")(_check_env)
+
+    @field_validator("cells")
+    @classmethod
+    def _cell_flags(cls, cells: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+        for hw, row in cells.items():
+            for variant, flags in row.items():
+                try:
+                    _check_flag_lines(flags)
+                except ValueError as exc:
+                    raise ValueError(f"cells.{hw}.{variant}: {exc}") from None
+        return cells
+
+
+class Placeholder(_Strict):
+    default: str
+    help: str
+
+
+class Docker(_Strict):
+    image: str
+    run_options: list[str]
+    after_env_options: list[str]
+
+
+class Install(_Strict):
+    python: list[str]
+    note: str
+
+
+class Submit(_Strict):
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    issue_template: str
+    cookbook_model: str
+
+
+class Playground(_Strict):
+    tp_values: list[int | None]
+    submit: Submit
+
+
+class EngineLaunch(_Strict):
+    image: str
+    lines: list[str] = Field(min_length=1)
+
+
+class LambdaRecipe(_Strict):
+    source: str
+    model: str
+    served_model_name: str
+    port: int
+    benchmarked_on: list[str]
+    tp: int
+    docker_run: list[str]
+    sglang: EngineLaunch
+    vllm: EngineLaunch
+    notes: list[str]
+    verify: str
+    verify_expect: str
+    claude_code_env: dict[str, str]
+
+
+class Recipes(_Strict):
+    schema_version: Literal[1]
+    sources: dict[str, Source]
+    models: dict[str, Model]
+    sampling: dict[str, SamplingPreset]
+    sampling_note: str
+    hardware: dict[str, Hardware]
+    fp16_only: FlagsAndEnv
+    deploy: Deploy
+    placeholders: dict[str, Placeholder]
+    docker: Docker
+    curl_check: str
+    install: Install
+    playground: Playground
+    lambda_8b_a1b: LambdaRecipe
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Recipes:
+        variants = self.variants
+        for hw_id, hw in self.hardware.items():
+            if hw.derive_from is None and hw_id not in self.deploy.cells:
+                raise ValueError(f"hardware.{hw_id}: neither a verified cell row nor derive_from")
+            if hw.derive_from is not None and hw.derive_from not in self.deploy.cells:
+                raise ValueError(
+                    f"hardware.{hw_id}.derive_from: {hw.derive_from!r} has no verified cells; "
+                    f"valid: {', '.join(self.deploy.cells)}"
+                )
+        for hw_id, row in self.deploy.cells.items():
+            if hw_id not in self.hardware:
+                raise ValueError(f"deploy.cells.{hw_id}: unknown hardware; valid: {', '.join(self.hardware)}")
+            if self.hardware[hw_id].derive_from is not None:
+                raise ValueError(f"deploy.cells.{hw_id}: a derived GPU cannot also have verified cells")
+            if sorted(row) != sorted(variants):
+                missing = sorted(set(variants) - set(row))
+                extra = sorted(set(row) - set(variants))
+                raise ValueError(
+                    f"deploy.cells.{hw_id}: cells must cover exactly the serving variants "
+                    f"(missing: {missing or 'none'}, not a serving variant: {extra or 'none'})"
+                )
+        for model_id, model in self.models.items():
+            preset = model.sampling or model_id
+            if preset not in self.sampling:
+                raise ValueError(f"models.{model_id}.sampling: no preset {preset!r} in sampling")
+            if model.serving == (model.based_on is not None):
+                raise ValueError(
+                    f"models.{model_id}: a serving variant has no based_on; any other model needs one"
+                )
+            if model.based_on is not None and model.based_on not in variants:
+                raise ValueError(
+                    f"models.{model_id}.based_on: {model.based_on!r} is not a serving variant; "
+                    f"valid: {', '.join(variants)}"
+                )
+        for name in self.placeholders:
+            if not re.fullmatch(r"[A-Z_]+", name):
+                raise ValueError(f"placeholders.{name}: placeholder names are UPPER_CASE")
+        lam = self.lambda_8b_a1b
+        if lam.source not in self.sources:
+            raise ValueError(f"lambda_8b_a1b.source: unknown source {lam.source!r}")
+        if lam.model not in self.models:
+            raise ValueError(f"lambda_8b_a1b.model: unknown model {lam.model!r}")
+        for hw_id in lam.benchmarked_on:
+            if hw_id not in self.hardware:
+                raise ValueError(f"lambda_8b_a1b.benchmarked_on: unknown hardware {hw_id!r}")
+        return self
+
+    # ----- lookups with clear errors ------------------------------------------------------
+    @property
+    def variants(self) -> list[str]:
+        """The serving variants of the Deploy panel, in file order."""
+        return [key for key, model in self.models.items() if model.serving]
+
+    @property
+    def verified_hardware(self) -> list[str]:
+        return list(self.deploy.cells)
+
+    def model(self, model_id: str) -> Model:
+        if model_id not in self.models:
+            raise CookbookChoiceError("variant", model_id, list(self.models))
+        return self.models[model_id]
+
+    def hw(self, hw_id: str) -> Hardware:
+        if hw_id not in self.hardware:
+            raise CookbookChoiceError("hardware", hw_id, list(self.hardware))
+        return self.hardware[hw_id]
+
+    def sampling_for(self, model_id: str) -> SamplingPreset:
+        model = self.model(model_id)
+        return self.sampling[model.sampling or model_id]
+
+
+def _error_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<top level>"
+
+
+def parse_recipes(raw: Any, origin: str = "recipes") -> Recipes:
+    """Validate already-loaded YAML data; raise RecipeError naming the bad key(s)."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{origin}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return Recipes.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            path = _error_path(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (not in the schema)"
+            lines.append(f"  {path}: {msg}")
+        raise RecipeError(f"{origin} is malformed:\n" + "\n".join(lines)) from None
+
+
+def load_recipes_file(path: Path | str) -> Recipes:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"recipes file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path} is not valid YAML: {exc}") from None
+    return parse_recipes(raw, origin=str(path))
+
+
+@functools.cache
+def load_recipes() -> Recipes:
+    """The project's recipes, loaded once per process."""
+    return load_recipes_file(RECIPES_PATH)
+
+
+def placeholders_in(text: str) -> set[str]:
+    return set(_PLACEHOLDER.findall(text))
