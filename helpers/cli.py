@@ -57,9 +57,12 @@ def _matrix(args: argparse.Namespace) -> int:
         env = " +vision env" if r["env"] else ""
         print(f"{r['hw']:<6} {r['variant']:<9} {r['model']:<32} {r['badge']:<13} {flags}{env}")
     verified = sum(r["verified"] for r in rows)
-    print(f"\n{verified} verified cells ({len(recipes.verified_hardware)} GPUs x "
-          f"{len(recipes.variants)} variants); every cell: {recipes.deploy.quant}, TP=1, single node.")
-    print(f"\nRecipe {extra['id']}: {extra['model']} served as {extra['served_model_name']} on port "
+    print(
+        f"\n{verified} verified cells ({len(recipes.verified_hardware)} GPUs x "
+        f"{len(recipes.variants)} variants); every cell: {recipes.deploy.quant}, TP=1, single node."
+    )
+    print(f"\nRecipe {extra['id']}: {extra['model']} served as {extra['served_model_name']} "
+          f"on port "
           f"{extra['port']}, SGLang and vLLM, benchmarked on {', '.join(lam.benchmarked_on)} "
           f"(source: {extra['source']}).")  # fmt: skip
     return 0
@@ -72,11 +75,15 @@ def _command(args: argparse.Namespace) -> int:
               if args.json else text)  # fmt: skip
         return 0
     if not (args.hw and args.variant):
-        raise UsageError("cookbook command: error: give --hw and --variant (or --recipe lambda-8b-a1b)")
+        raise UsageError(
+            "cookbook command: error: give --hw and --variant (or --recipe lambda-8b-a1b)"
+        )
     values = commands.Placeholders.resolve(
         {"HOST_IP": args.host, "PORT": args.port, "HF_TOKEN": args.hf_token_env}
     )
-    result = commands.playground(args.hw, args.variant, tp=args.tp, docker=args.docker, values=values)
+    result = commands.playground(
+        args.hw, args.variant, tp=args.tp, docker=args.docker, values=values
+    )
     spec = result.spec
     curl = commands.render_curl(spec, values)
     if args.json:
@@ -94,7 +101,8 @@ def _command(args: argparse.Namespace) -> int:
     print(curl if args.curl else result.command)
     if not spec.verified:
         # On stderr so that stdout stays a pasteable command.
-        print(f"# Not Verified: {' '.join(spec.notes) or 'the overrides changed the verified command.'}",
+        why = " ".join(spec.notes) or "the overrides changed the verified command."
+        print(f"# Not Verified: {why}",
               file=sys.stderr)  # fmt: skip
     return 0
 
@@ -107,12 +115,16 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     recipes = load_recipes()
-    parser = _Parser(prog="cookbook", description="LFM2.5 on SGLang: verified commands and notebooks.")
+    parser = _Parser(
+        prog="cookbook", description="LFM2.5 on SGLang: verified commands and notebooks."
+    )
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     p = sub.add_parser("matrix", help="the verified cells with their badge, and the Lambda recipe")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--all", action="store_true", help="also GPUs outside the matrix (derived recipes)")
+    p.add_argument(
+        "--all", action="store_true", help="also GPUs outside the matrix (derived recipes)"
+    )
     p.set_defaults(func=_matrix)
 
     p = sub.add_parser("command", help="the launch command for a GPU and a model")
@@ -130,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_command)
 
-    p = sub.add_parser("doctor", help="Python, packages, GPU, engines and free ports on this machine")
+    p = sub.add_parser(
+        "doctor", help="Python, packages, GPU, engines and free ports on this machine"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_doctor)
     return parser

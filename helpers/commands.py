@@ -59,7 +59,9 @@ def _validate_placeholders(values: dict[str, str]) -> None:
             raise PlaceholderError(f"{name} must be a port number 1-65535, got {port!r}")
     for name in ("HOST_IP", "CURL_HOST"):
         if not _HOST.match(values[name]):
-            raise PlaceholderError(f"{name} must be a host name or IP address, got {values[name]!r}")
+            raise PlaceholderError(
+                f"{name} must be a host name or IP address, got {values[name]!r}"
+            )
     token_var = values["HF_TOKEN"]
     if token_var.startswith("hf_") or not _ENV_NAME.match(token_var):
         # Never echo the value: it may be a real token.
@@ -138,12 +140,19 @@ def launch_spec(
             flags = flags[:-tail] + fp16.flags + flags[-tail:]
             env += fp16.env
             notes.append(
-                f"{hardware.name} has no bf16: adds {' '.join(fp16.flags)} and {' '.join(fp16.env)}."
+                f"{hardware.name} has no bf16: adds {' '.join(fp16.flags)} "
+                f"and {' '.join(fp16.env)}."
             )
         derived_from = spec.cell_id
     spec = LaunchSpec(
-        hw, variant, model.hf_id, tuple(env), tuple(flags), verified=derived_from is None,
-        derived_from=derived_from, notes=tuple(notes),
+        hw,
+        variant,
+        model.hf_id,
+        tuple(env),
+        tuple(flags),
+        verified=derived_from is None,
+        derived_from=derived_from,
+        notes=tuple(notes),
     )
     return with_tp(spec, tp, recipes) if tp is not None else spec
 
@@ -182,13 +191,20 @@ def bare_lines(spec: LaunchSpec, values: Placeholders, recipes: Recipes | None =
     return [substitute(line, spec, values) for line in lines]
 
 
-def docker_lines(spec: LaunchSpec, values: Placeholders, recipes: Recipes | None = None) -> list[str]:
+def docker_lines(
+    spec: LaunchSpec, values: Placeholders, recipes: Recipes | None = None
+) -> list[str]:
     recipes = recipes or load_recipes()
     docker = recipes.docker
     token_var = values.HF_TOKEN
     # Docker copies the variable from the caller's environment: the token never enters the text.
     hf_token = "--env HF_TOKEN" if token_var == "HF_TOKEN" else f'--env "HF_TOKEN=${token_var}"'
-    options = [*docker.run_options, hf_token, *(f"--env {e}" for e in spec.env), *docker.after_env_options]
+    options = [
+        *docker.run_options,
+        hf_token,
+        *(f"--env {e}" for e in spec.env),
+        *docker.after_env_options,
+    ]
     first, *rest = options
     lines = [f"docker run {first}", *("  " + o for o in rest), "  " + docker.image]
     lines += ["  " + recipes.deploy.program, *("    " + f for f in spec.flags)]
@@ -196,7 +212,7 @@ def docker_lines(spec: LaunchSpec, values: Placeholders, recipes: Recipes | None
 
 
 def render(spec: LaunchSpec, values: Placeholders | None = None, docker: bool = False) -> str:
-    """The command as a user pastes it: one line per env var / option / flag, continued by ``\\``."""
+    """The command as a user pastes it: one line per env var, option or flag, continued by \\."""
     values = values or Placeholders.resolve()
     lines = docker_lines(spec, values) if docker else bare_lines(spec, values)
     return (_CONTINUATION + "\n").join(lines)
@@ -207,7 +223,9 @@ def render_curl(spec: LaunchSpec, values: Placeholders | None = None) -> str:
     return substitute(load_recipes().curl_check, spec, values)
 
 
-def server_argv(spec: LaunchSpec, values: Placeholders | None = None) -> tuple[dict[str, str], list[str]]:
+def server_argv(
+    spec: LaunchSpec, values: Placeholders | None = None
+) -> tuple[dict[str, str], list[str]]:
     """(env, argv) to launch the spec without a shell: argv starts with the program words."""
     values = values or Placeholders.resolve()
     env = dict(substitute(e, spec, values).split("=", 1) for e in spec.env)
@@ -295,7 +313,9 @@ def playground(
     base_command = render(base, values, docker)
     command = render(spec, values, docker)
     url = None if spec.verified else submit_issue_url(spec, command, recipes)
-    return PlaygroundResult(base, spec, command, base_command, line_diff(base_command, command), url)
+    return PlaygroundResult(
+        base, spec, command, base_command, line_diff(base_command, command), url
+    )
 
 
 # ----- the Lambda guide's recipe ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`cookbook doctor`: what this machine offers the cookbook (Python, packages, GPU, engines, ports)."""
+"""`cookbook doctor`: what this machine offers the cookbook (Python, packages, GPU, engines)."""
 
 from __future__ import annotations
 

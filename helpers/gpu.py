@@ -52,7 +52,7 @@ def parse_nvidia_smi(text: str) -> list[Gpu]:
 
 
 def hw_for_name(name: str, recipes: Recipes | None = None) -> str | None:
-    """The hardware id whose nvidia-smi pattern names this GPU (whole-token match, longest first)."""
+    """The hardware id whose nvidia-smi pattern names this GPU (whole tokens, longest first)."""
     recipes = recipes or load_recipes()
     patterns = [(p, hw_id) for hw_id, hw in recipes.hardware.items() for p in hw.nvidia_smi]
     for pattern, hw_id in sorted(patterns, key=lambda item: -len(item[0])):
@@ -91,7 +91,9 @@ def run_nvidia_smi(executable: str | None = None) -> tuple[str | None, str | Non
             return None, f"nvidia-smi could not run: {exc}"
         if proc.returncode == 0:
             return proc.stdout, None
-        last_error = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        last_error = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [
+            f"exit {proc.returncode}"
+        ]
     return None, f"nvidia-smi failed: {last_error[0]}"
 
 

@@ -212,9 +212,13 @@ class Recipes(_Strict):
                 )
         for hw_id, row in self.deploy.cells.items():
             if hw_id not in self.hardware:
-                raise ValueError(f"deploy.cells.{hw_id}: unknown hardware; valid: {', '.join(self.hardware)}")
+                raise ValueError(
+                    f"deploy.cells.{hw_id}: unknown hardware; valid: {', '.join(self.hardware)}"
+                )
             if self.hardware[hw_id].derive_from is not None:
-                raise ValueError(f"deploy.cells.{hw_id}: a derived GPU cannot also have verified cells")
+                raise ValueError(
+                    f"deploy.cells.{hw_id}: a derived GPU cannot also have verified cells"
+                )
             if sorted(row) != sorted(variants):
                 missing = sorted(set(variants) - set(row))
                 extra = sorted(set(row) - set(variants))
@@ -228,7 +232,8 @@ class Recipes(_Strict):
                 raise ValueError(f"models.{model_id}.sampling: no preset {preset!r} in sampling")
             if model.serving == (model.based_on is not None):
                 raise ValueError(
-                    f"models.{model_id}: a serving variant has no based_on; any other model needs one"
+                    f"models.{model_id}: a serving variant has no based_on; "
+                    "any other model needs one"
                 )
             if model.based_on is not None and model.based_on not in variants:
                 raise ValueError(

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Make the project's environments; re-running is cheap (a stamp records what each was built from).
+#   ci/setup.sh main           .venv: the helpers package, notebook kernel and test tools
+#   ci/setup.sh sglang-check   .venvs/sglang-check: SGLang's own argument parser, no GPU needed
+#   ci/setup.sh all
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# Run pip quietly; on failure show the tail of its output.
+pip_quiet() {
+  local venv=$1; shift
+  local out; out=$(mktemp)
+  if ! "$venv/bin/python" -m pip install --disable-pip-version-check "$@" >"$out" 2>&1; then
+    tail -n 40 "$out" >&2; rm -f "$out"
+    echo "[setup] pip install $* failed in $venv" >&2
+    exit 1
+  fi
+  rm -f "$out"
+}
+
+fresh() {  # fresh VENV STAMP: true when VENV is missing or was built from something else
+  [ -x "$1/bin/python" ] && [ -f "$1/.stamp" ] && [ "$(cat "$1/.stamp")" = "$2" ] && return 1
+  return 0
+}
+
+check_python() {
+  "$PYTHON" - <<'PY' || { echo "[setup] Python 3.11 or newer is needed (found $($PYTHON --version 2>&1))" >&2; exit 1; }
+import sys; sys.exit(sys.version_info < (3, 11))
+PY
+}
+
+main_env() {
+  local stamp; stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)
+  if fresh .venv "$stamp"; then
+    log "creating .venv (kernel + tests)"
+    rm -rf .venv && "$PYTHON" -m venv .venv
+    pip_quiet .venv -e ".[dev]"
+    .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+    echo "$stamp" > .venv/.stamp
+  fi
+  log ".venv ready ($(.venv/bin/python --version))"
+}
+
+sglang_check_env() {
+  local pin stamp venv=.venvs/sglang-check
+  pin=$("$PYTHON" - <<'PY'
+import re, tomllib
+gpu = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"]
+print(next(r for r in gpu if re.match(r"sglang==", r)))
+PY
+)
+  stamp=$( (cat ci/requirements-sglang-check.txt; echo "$pin") | sha256sum | cut -c1-16)
+  if fresh "$venv" "$stamp"; then
+    log "creating $venv ($pin without its GPU dependencies)"
+    rm -rf "$venv" && mkdir -p .venvs && "$PYTHON" -m venv "$venv"
+    pip_quiet "$venv" -r ci/requirements-sglang-check.txt
+    pip_quiet "$venv" --no-deps "$pin"
+    echo "$stamp" > "$venv/.stamp"
+  fi
+  log "$venv ready"
+}
+
+check_python
+case "${1:-all}" in
+  main) main_env ;;
+  sglang-check) sglang_check_env ;;
+  all) main_env; sglang_check_env ;;
+  *) echo "usage: ci/setup.sh [main|sglang-check|all]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers.recipes import RECIPES_PATH, load_recipes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def recipes():
+    return load_recipes()
+
+
+@pytest.fixture(scope="session")
+def _raw_recipes():
+    return yaml.safe_load(RECIPES_PATH.read_text())
+
+
+@pytest.fixture
+def raw_recipes(_raw_recipes):
+    """A fresh, mutable copy of the YAML data, for building malformed variants."""
+    return copy.deepcopy(_raw_recipes)
+
+
+@pytest.fixture(scope="session")
+def cookbook_exe() -> str:
+    """The installed `cookbook` console script of the environment running the tests."""
+    exe = Path(sys.executable).parent / "cookbook"
+    found = str(exe) if exe.exists() else shutil.which("cookbook")
+    if not found:
+        pytest.fail("the `cookbook` console script is not installed: run `pip install -e .[dev]`")
+    return found
+
+
+@pytest.fixture(scope="session")
+def sglang_check_python() -> str:
+    """Python of the environment holding SGLang's own parser (made by `ci/setup.sh sglang-check`)."""
+    path = os.environ.get("COOKBOOK_SGLANG_CHECK_PYTHON") or str(
+        REPO / ".venvs" / "sglang-check" / "bin" / "python"
+    )
+    if not Path(path).exists():
+        pytest.fail(f"no SGLang check environment at {path}: run `bash ci/setup.sh sglang-check`")
+    return path

@@ -1,0 +1,154 @@
+"""The `cookbook` console script, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ANSWERS = Path(__file__).parent / "data" / "nvidia-smi"
+
+B200_VL450M_DOCKER = """\
+docker run --gpus all \\
+  --shm-size 32g \\
+  -p 30000:30000 \\
+  -v ~/.cache/huggingface:/root/.cache/huggingface \\
+  --env HF_TOKEN \\
+  --env SGLANG_USE_CUDA_IPC_TRANSPORT=1 \\
+  --env SGLANG_USE_IPC_POOL_HANDLE_CACHE=1 \\
+  --ipc=host \\
+  lmsysorg/sglang:dev-cu13 \\
+  sglang serve \\
+    --trust-remote-code \\
+    --model-path LiquidAI/LFM2.5-VL-450M \\
+    --tp 1 \\
+    --attention-backend flashinfer \\
+    --mm-attention-backend fa4 \\
+    --tool-call-parser lfm2 \\
+    --mem-fraction-static 0.8 \\
+    --host 0.0.0.0 \\
+    --port 30000
+"""
+
+
+def run(exe, *args, env=None):
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_matrix_lists_24_verified_cells_and_the_lambda_recipe(cookbook_exe):
+    out = run(cookbook_exe, "matrix")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if " Verified " in line]
+    assert len(rows) == 24
+    assert {line.split()[0] for line in rows} == {"h100", "h200", "b200"}
+    assert (
+        "Recipe lambda-8b-a1b: LiquidAI/LFM2.5-8B-A1B served as lfm25_8b_a1b on port 8000"
+        in out.stdout
+    )
+
+
+def test_matrix_json(cookbook_exe):
+    data = json.loads(run(cookbook_exe, "matrix", "--json").stdout)
+    assert len(data["cells"]) == 24 and all(c["verified"] for c in data["cells"])
+    assert data["recipes"][0]["id"] == "lambda-8b-a1b"
+    assert "--tool-call-parser pythonic" in data["recipes"][0]["commands"]["vllm"]
+    every = json.loads(run(cookbook_exe, "matrix", "--json", "--all").stdout)["cells"]
+    assert sum(c["verified"] for c in every) == 24 and len(every) > 24
+    t4 = next(c for c in every if c["hw"] == "t4" and c["variant"] == "instruct")
+    assert t4["badge"] == "Not Verified" and t4["derived_from"] == "h100/instruct"
+
+
+def test_command_prints_exactly_the_verified_docker_command(cookbook_exe):
+    out = run(cookbook_exe, "command", "--hw", "b200", "--variant", "vl-450m", "--docker")
+    assert out.returncode == 0 and out.stderr == ""
+    assert out.stdout == B200_VL450M_DOCKER
+
+
+def test_command_overrides_and_json(cookbook_exe):
+    out = run(cookbook_exe, "command", "--hw", "h100", "--variant", "instruct", "--tp", "2",
+              "--host", "127.0.0.1", "--port", "31000", "--json")  # fmt: skip
+    data = json.loads(out.stdout)
+    assert data["badge"] == "Not Verified" and data["submit_url"].startswith("https://github.com/")
+    assert [(d["tag"], d["line"]) for d in data["diff"]] == [("-", "  --tp 1"), ("+", "  --tp 2")]
+    assert data["argv"][-4:] == ["--host", "127.0.0.1", "--port", "31000"]
+    assert "http://localhost:31000/v1/chat/completions" in data["curl"]
+
+
+def test_not_verified_is_said_on_stderr(cookbook_exe):
+    out = run(cookbook_exe, "command", "--hw", "t4", "--variant", "instruct")
+    assert out.returncode == 0 and "--dtype float16" in out.stdout
+    assert out.stderr.startswith("# Not Verified: NVIDIA T4 is outside the verified matrix")
+
+
+def test_curl_and_recipe(cookbook_exe):
+    curl = run(cookbook_exe, "command", "--hw", "h200", "--variant", "jp", "--curl").stdout
+    assert curl.startswith("curl http://localhost:30000/v1/chat/completions")
+    lam = run(cookbook_exe, "command", "--recipe", "lambda-8b-a1b", "--engine", "vllm").stdout
+    assert "--served-model-name lfm25_8b_a1b" in lam
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["command", "--hw", "x100", "--variant", "vl"],
+            "unknown hardware 'x100'; valid: h100, h200, b200",
+        ),
+        (["command", "--hw", "h100", "--variant", "9b"], "unknown variant '9b'; valid: 8b-a1b"),
+        (
+            ["command", "--hw", "h100", "--variant", "vl", "--port", "abc"],
+            "invalid int value: 'abc'",
+        ),
+        (
+            ["command", "--hw", "h100", "--variant", "vl", "--port", "99999"],
+            "PORT must be a port number",
+        ),
+        (
+            ["command", "--hw", "h100", "--variant", "vl", "--tp", "3"],
+            "unknown TP override 3; valid: 1, 2",
+        ),
+        (["command", "--hw", "h100"], "give --hw and --variant"),
+        (
+            ["command", "--hw", "h100", "--variant", "vl", "--hf-token-env", "hf_x"],
+            "not the token itself",
+        ),
+        (["serve-it"], "invalid choice: 'serve-it'"),
+        ([], "the following arguments are required"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(cookbook_exe, args, message):
+    out = run(cookbook_exe, *args)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert message in out.stderr and "error:" in out.stderr
+    assert "hf_x" not in out.stderr
+
+
+def _path_with_fake_smi(tmp_path, answer: str) -> dict:
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text(f"#!/bin/sh\ncat {ANSWERS / answer}\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+
+
+def test_doctor_maps_the_gpu(cookbook_exe, tmp_path):
+    out = run(cookbook_exe, "doctor", env=_path_with_fake_smi(tmp_path, "h100-sxm.txt"))
+    assert out.returncode == 0, out.stderr
+    assert "gpu        2x NVIDIA H100 80GB HBM3 -> h100" in out.stdout
+    data = json.loads(
+        run(
+            cookbook_exe, "doctor", "--json", env=_path_with_fake_smi(tmp_path, "t4-colab.txt")
+        ).stdout
+    )
+    assert data["gpu"]["hw"] == "t4"
+    assert data["packages"]["pydantic"] and set(data["ports"]) == {"30000", "8000", "8888"}
+
+
+def test_doctor_without_gpu(cookbook_exe):
+    env = {**os.environ, "PATH": str(Path(cookbook_exe).parent)}
+    out = run(cookbook_exe, "doctor", env=env)
+    assert out.returncode == 0 and "gpu        no NVIDIA GPU" in out.stdout

@@ -1,0 +1,239 @@
+"""Rendered commands equal text written here from the reference, not produced by the generator."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import commands
+from helpers.commands import PlaceholderError, Placeholders, launch_spec, render
+from helpers.recipes import CookbookChoiceError
+
+MODELS = {
+    "8b-a1b": "LiquidAI/LFM2.5-8B-A1B",
+    "instruct": "LiquidAI/LFM2.5-1.2B-Instruct",
+    "thinking": "LiquidAI/LFM2.5-1.2B-Thinking",
+    "350m": "LiquidAI/LFM2.5-350M",
+    "230m": "LiquidAI/LFM2.5-230M",
+    "jp": "LiquidAI/LFM2.5-1.2B-JP-202606",
+    "vl": "LiquidAI/LFM2.5-VL-1.6B",
+    "vl-450m": "LiquidAI/LFM2.5-VL-450M",
+}
+# The reference's per-hardware flags (after --trust-remote-code / --model-path / --tp 1).
+HOPPER = {
+    "8b-a1b": ["--reasoning-parser qwen3", "--tool-call-parser lfm2"],
+    "instruct": ["--tool-call-parser lfm2"],
+    "thinking": ["--reasoning-parser qwen3-thinking", "--tool-call-parser lfm2"],
+    "350m": ["--tool-call-parser lfm2"],
+    "230m": ["--tool-call-parser lfm2"],
+    "jp": ["--tool-call-parser lfm2"],
+    "vl": ["--tool-call-parser lfm2"],
+    "vl-450m": ["--tool-call-parser lfm2", "--mem-fraction-static 0.8"],
+}
+B200 = {
+    "8b-a1b": ["--attention-backend flashinfer", "--reasoning-parser qwen3", "--tool-call-parser lfm2"],
+    "instruct": ["--attention-backend trtllm_mha", "--tool-call-parser lfm2"],
+    "thinking": ["--attention-backend trtllm_mha", "--reasoning-parser qwen3-thinking", "--tool-call-parser lfm2"],
+    "350m": ["--attention-backend trtllm_mha", "--tool-call-parser lfm2"],
+    "230m": ["--attention-backend trtllm_mha", "--tool-call-parser lfm2"],
+    "jp": ["--attention-backend trtllm_mha", "--tool-call-parser lfm2"],
+    "vl": ["--attention-backend flashinfer", "--mm-attention-backend fa4", "--tool-call-parser lfm2"],
+    "vl-450m": ["--attention-backend flashinfer", "--mm-attention-backend fa4", "--tool-call-parser lfm2", "--mem-fraction-static 0.8"],
+}  # fmt: skip
+EXPECTED_FLAGS = {"h100": HOPPER, "h200": HOPPER, "b200": B200}
+VL_ENV = ["SGLANG_USE_CUDA_IPC_TRANSPORT=1", "SGLANG_USE_IPC_POOL_HANDLE_CACHE=1"]
+CELLS = [(hw, v) for hw in EXPECTED_FLAGS for v in MODELS]
+
+
+def expected_bare(hw, variant, host="0.0.0.0", port=30000):
+    env = VL_ENV if variant.startswith("vl") else []
+    flags = ["--trust-remote-code", f"--model-path {MODELS[variant]}", "--tp 1",
+             *EXPECTED_FLAGS[hw][variant], f"--host {host}", f"--port {port}"]  # fmt: skip
+    lines = [*env, "sglang serve", *("  " + f for f in flags)]
+    return " \\\n".join(lines)
+
+
+def expected_docker(hw, variant, port=30000):
+    env = VL_ENV if variant.startswith("vl") else []
+    flags = ["--trust-remote-code", f"--model-path {MODELS[variant]}", "--tp 1",
+             *EXPECTED_FLAGS[hw][variant], "--host 0.0.0.0", f"--port {port}"]  # fmt: skip
+    lines = [
+        "docker run --gpus all",
+        "  --shm-size 32g",
+        f"  -p {port}:{port}",
+        "  -v ~/.cache/huggingface:/root/.cache/huggingface",
+        "  --env HF_TOKEN",
+        *(f"  --env {e}" for e in env),
+        "  --ipc=host",
+        "  lmsysorg/sglang:dev-cu13",
+        "  sglang serve",
+        *("    " + f for f in flags),
+    ]
+    return " \\\n".join(lines)
+
+
+@pytest.mark.parametrize(("hw", "variant"), CELLS)
+def test_every_verified_cell_bare(hw, variant):
+    spec = launch_spec(hw, variant)
+    assert spec.verified and spec.derived_from is None
+    assert render(spec) == expected_bare(hw, variant)
+
+
+@pytest.mark.parametrize(("hw", "variant"), CELLS)
+def test_every_verified_cell_docker(hw, variant):
+    assert render(launch_spec(hw, variant), docker=True) == expected_docker(hw, variant)
+
+
+def test_literal_vl_command_on_h100():
+    assert render(launch_spec("h100", "vl")) == (
+        "SGLANG_USE_CUDA_IPC_TRANSPORT=1 \\\n"
+        "SGLANG_USE_IPC_POOL_HANDLE_CACHE=1 \\\n"
+        "sglang serve \\\n"
+        "  --trust-remote-code \\\n"
+        "  --model-path LiquidAI/LFM2.5-VL-1.6B \\\n"
+        "  --tp 1 \\\n"
+        "  --tool-call-parser lfm2 \\\n"
+        "  --host 0.0.0.0 \\\n"
+        "  --port 30000"
+    )
+
+
+def test_placeholder_overrides():
+    values = Placeholders.resolve({"HOST_IP": "127.0.0.1", "PORT": 31000})
+    spec = launch_spec("h200", "thinking")
+    assert render(spec, values) == expected_bare("h200", "thinking", host="127.0.0.1", port=31000)
+    assert render(spec, values, docker=True).count("31000") == 3  # -p both sides, --port
+    curl = commands.render_curl(spec, values)
+    assert curl.startswith("curl http://localhost:31000/v1/chat/completions \\\n")
+    assert '"model": "LiquidAI/LFM2.5-1.2B-Thinking"' in curl
+    assert "-H 'Content-Type: application/json'" in curl
+
+
+def test_curl_port_can_differ_from_bind_port():
+    values = Placeholders.resolve({"PORT": 31000, "CURL_PORT": 8080, "CURL_HOST": "10.0.0.5"})
+    assert "http://10.0.0.5:8080/v1/chat/completions" in commands.render_curl(
+        launch_spec("h100", "350m"), values
+    )
+
+
+def test_hf_token_is_passed_by_name_only(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_canaryCANARYcanary")
+    text = render(launch_spec("b200", "instruct"), docker=True)
+    assert "  --env HF_TOKEN \\\n" in text and "canary" not in text.lower()
+    renamed = render(
+        launch_spec("b200", "instruct"), Placeholders.resolve({"HF_TOKEN": "MY_HF"}), docker=True
+    )
+    assert '--env "HF_TOKEN=$MY_HF"' in renamed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"PORT": "0"}, "PORT must be a port number 1-65535"),
+        ({"PORT": 70000}, "PORT must be a port number"),
+        ({"PORT": "abc"}, "PORT must be a port number"),
+        ({"HOST_IP": "0.0.0.0; rm -rf /"}, "HOST_IP must be a host name"),
+        ({"HF_TOKEN": "hf_secretvalue123"}, "not the token itself"),
+        ({"HF_TOKEN": "my token"}, "not the token itself"),
+        ({"HOSTIP": "1.2.3.4"}, "unknown placeholder 'HOSTIP'; valid: HOST_IP, PORT, HF_TOKEN"),
+    ],
+)
+def test_placeholder_errors(overrides, message):
+    with pytest.raises(PlaceholderError, match=message.replace("(", r"\(")) as info:
+        Placeholders.resolve(overrides)
+    assert "secretvalue" not in str(info.value)
+
+
+def test_unknown_names_list_valid_choices():
+    with pytest.raises(CookbookChoiceError) as info:
+        launch_spec("x100", "instruct")
+    assert "unknown hardware 'x100'; valid: h100, h200, b200" in str(info.value)
+    with pytest.raises(CookbookChoiceError) as info:
+        launch_spec("h100", "2b")
+    assert "unknown variant '2b'; valid: 8b-a1b, instruct" in str(info.value)
+    with pytest.raises(CookbookChoiceError, match="valid: h100, h200, b200$"):
+        commands.verified_spec("a100", "instruct")
+
+
+# ----- derived (Not Verified) recipes --------------------------------------------------------
+
+
+def test_bf16_gpu_outside_matrix_takes_hopper_flags():
+    spec = launch_spec("a100", "8b-a1b")
+    assert not spec.verified and spec.derived_from == "h100/8b-a1b"
+    assert render(spec) == expected_bare("h100", "8b-a1b")
+    assert any("outside the verified matrix" in note for note in spec.notes)
+
+
+def test_fp16_only_gpu_adds_dtype_and_conv_dtype():
+    spec = launch_spec("t4", "instruct")
+    assert not spec.verified
+    assert render(spec) == (
+        "SGLANG_MAMBA_CONV_DTYPE=float16 \\\n"
+        "sglang serve \\\n"
+        "  --trust-remote-code \\\n"
+        "  --model-path LiquidAI/LFM2.5-1.2B-Instruct \\\n"
+        "  --tp 1 \\\n"
+        "  --tool-call-parser lfm2 \\\n"
+        "  --dtype float16 \\\n"
+        "  --host 0.0.0.0 \\\n"
+        "  --port 30000"
+    )
+    vl = render(launch_spec("t4", "vl"), docker=True)
+    assert (
+        "  --env SGLANG_USE_IPC_POOL_HANDLE_CACHE=1 \\\n  --env SGLANG_MAMBA_CONV_DTYPE=float16 \\\n"
+        in vl
+    )
+
+
+def test_blackwell_neighbour():
+    assert render(launch_spec("b300", "vl")) == render(launch_spec("b200", "vl"))
+    assert launch_spec("b300", "vl").derived_from == "b200/vl"
+
+
+def test_extra_models_swap_the_model_path():
+    jp = launch_spec("h100", "jp-original")
+    assert not jp.verified and jp.derived_from == "h100/jp"
+    assert "--tool-call-parser lfm2" not in jp.flags
+    assert "--model-path LiquidAI/LFM2.5-1.2B-JP" in render(jp).splitlines()[2]
+    base = render(launch_spec("b200", "base-8b-a1b"))
+    assert "--model-path LiquidAI/LFM2.5-8B-A1B-Base" in base
+    assert "--reasoning-parser" not in base and "--tool-call-parser" not in base
+    assert "--attention-backend flashinfer" in base  # the state-cache backend stays
+
+
+def test_server_argv_has_no_shell_words():
+    env, argv = commands.server_argv(
+        launch_spec("b200", "vl-450m"), Placeholders.resolve({"HOST_IP": "127.0.0.1"})
+    )
+    assert env == {"SGLANG_USE_CUDA_IPC_TRANSPORT": "1", "SGLANG_USE_IPC_POOL_HANDLE_CACHE": "1"}
+    assert argv == ["sglang", "serve", "--trust-remote-code", "--model-path", "LiquidAI/LFM2.5-VL-450M",
+                    "--tp", "1", "--attention-backend", "flashinfer", "--mm-attention-backend", "fa4",
+                    "--tool-call-parser", "lfm2", "--mem-fraction-static", "0.8",
+                    "--host", "127.0.0.1", "--port", "30000"]  # fmt: skip
+
+
+def test_lambda_commands_as_the_guide_writes_them():
+    assert commands.render_lambda("sglang") == (
+        "docker run -d --gpus all \\\n"
+        "    -p 8000:8000 \\\n"
+        "    --ipc=host \\\n"
+        "    -v ~/.cache/huggingface:/root/.cache/huggingface \\\n"
+        "    lmsysorg/sglang:nightly-dev-cu12-20260529-a8cfae0b \\\n"
+        "    python3 -m sglang.launch_server \\\n"
+        "    --model-path LiquidAI/LFM2.5-8B-A1B \\\n"
+        "    --served-model-name lfm25_8b_a1b \\\n"
+        "    --tp 1 \\\n"
+        "    --host 0.0.0.0 --port 8000 \\\n"
+        "    --tool-call-parser lfm2 \\\n"
+        "    --trust-remote-code \\\n"
+        "    --mem-fraction-static 0.9 \\\n"
+        "    --disable-radix-cache"
+    )
+    vllm = commands.render_lambda("vllm")
+    assert (
+        vllm.splitlines()[4]
+        == "    vllm/vllm-openai:nightly-22a58640b4563f5945aa2052e9e61d425351588d \\"
+    )
+    assert vllm.endswith("--gpu-memory-utilization 0.9")
+    with pytest.raises(CookbookChoiceError, match="valid: sglang, vllm"):
+        commands.render_lambda("trt")

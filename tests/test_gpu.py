@@ -1,0 +1,101 @@
+"""GPU detection: recorded nvidia-smi answers -> hardware ids; a misbehaving nvidia-smi is reported."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from helpers import gpu
+
+ANSWERS = Path(__file__).parent / "data" / "nvidia-smi"
+EXPECTED = {
+    "h100-sxm": "h100",
+    "h100-pcie": "h100",
+    "h100-nvl": "h100",
+    "h200": "h200",
+    "gh200": "gh200",
+    "b200": "b200",
+    "a100-sxm4-80gb": "a100",
+    "a100-pcie-40gb": "a100",
+    "a10g": "a10g",
+    "l4": "l4",
+    "l40s": "l40s",
+    "t4-colab": "t4",
+    "t4-old-driver": "t4",
+    "v100": "v100",
+    "rtx4090": None,
+    "mixed-h100-a100": "h100",
+}
+
+
+def test_every_recorded_answer_has_an_expectation():
+    assert {p.stem for p in ANSWERS.glob("*.txt")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_recorded_answers_map_to_hardware(name):
+    detection = gpu.detect_from_text((ANSWERS / f"{name}.txt").read_text())
+    assert detection.hw == EXPECTED[name]
+    assert detection.gpus and detection.error is None
+
+
+def test_parsed_fields():
+    gpus = gpu.parse_nvidia_smi((ANSWERS / "b200.txt").read_text())
+    assert len(gpus) == 4
+    assert gpus[0] == gpu.Gpu("NVIDIA B200", 183359, "10.0")
+    old = gpu.parse_nvidia_smi((ANSWERS / "t4-old-driver.txt").read_text())
+    assert old == [gpu.Gpu("Tesla T4", 15109, None)]
+
+
+def test_whole_token_matching():
+    # "L4" must not claim an L40S or an L40; "H200" must not claim a GH200.
+    assert gpu.hw_for_name("NVIDIA L40S") == "l40s"
+    assert gpu.hw_for_name("NVIDIA L40") is None
+    assert gpu.hw_for_name("NVIDIA GH200 480GB") == "gh200"
+    assert gpu.hw_for_name("nvidia h200") == "h200"
+
+
+def test_notes_for_unknown_and_mixed():
+    unknown = gpu.detect_from_text((ANSWERS / "rtx4090.txt").read_text())
+    assert "pass --hw explicitly" in unknown.notes[0] and "RTX 4090" in unknown.summary
+    mixed = gpu.detect_from_text((ANSWERS / "mixed-h100-a100.txt").read_text())
+    assert mixed.notes == ("mixed GPU models; using the first one",)
+
+
+def _fake_smi(tmp_path: Path, body: str) -> str:
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text("#!/bin/sh\n" + body)
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return str(exe)
+
+
+def test_old_driver_falls_back_to_the_short_query(tmp_path):
+    exe = _fake_smi(
+        tmp_path,
+        'case "$1" in *compute_cap*) echo \'Field "compute_cap" is not a valid field to query.\'; exit 2;;\n'
+        f"*) cat {ANSWERS / 't4-old-driver.txt'};; esac\n",
+    )
+    assert gpu.detect(executable=exe).hw == "t4"
+
+
+def test_driver_failure_is_reported(tmp_path):
+    exe = _fake_smi(
+        tmp_path,
+        'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9\n',
+    )
+    detection = gpu.detect(executable=exe)
+    assert detection.hw is None and "couldn't communicate with the NVIDIA driver" in detection.error
+
+
+def test_hanging_nvidia_smi_times_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu, "NVIDIA_SMI_TIMEOUT_S", 1)
+    detection = gpu.detect(executable=_fake_smi(tmp_path, "sleep 30\n"))
+    assert detection.hw is None and "did not answer within 1 s" in detection.error
+
+
+def test_no_nvidia_smi_means_no_gpu(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    detection = gpu.detect()
+    assert detection.hw is None and detection.error is None and detection.summary == "no NVIDIA GPU"

@@ -1,0 +1,47 @@
+"""pyproject.toml and environment.yml pin the same versions; every dependency is pinned."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import tomllib
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([\w.+\-]+)$")
+
+
+def _pins(requirements: list[str]) -> dict[str, str]:
+    pins = {}
+    for req in requirements:
+        match = PIN.match(req.strip())
+        assert match, f"{req!r} is not pinned with =="
+        pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def test_pyproject_pins_everything():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    _pins(project["dependencies"])
+    for extra, reqs in project["optional-dependencies"].items():
+        assert reqs, extra
+        _pins(reqs)
+    assert set(project["optional-dependencies"]) == {"gpu", "cpu", "dev"}
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    expected = _pins(project["dependencies"]) | _pins(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = _pins([r for r in pip_section if not r.startswith("-e")])
+    assert listed == expected
+    assert "-e ." in pip_section
+
+
+def test_sglang_check_requirements_are_pinned():
+    lines = (REPO / "ci" / "requirements-sglang-check.txt").read_text().splitlines()
+    pins = _pins([line for line in lines if line and not line.startswith("#")])
+    assert "sglang" not in pins  # installed alone with --no-deps, at the gpu extra's pin
+    assert pins["torch"] == "2.13.0"

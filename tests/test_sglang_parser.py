@@ -1,0 +1,185 @@
+"""Every generated `sglang serve` command is accepted by SGLang's own argument parser.
+
+The commands are rendered as users paste them and handed to ci/sglang_argcheck.py, which runs in
+its own environment (`sglang` installed with --no-deps, see ci/setup.sh) and calls
+`sglang.srt.server_args.prepare_server_args` on each.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from helpers import commands
+from helpers.commands import Placeholders, launch_spec, render
+from helpers.recipes import parse_recipes
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKER = REPO / "ci" / "sglang_argcheck.py"
+
+
+def sglang_check(python: str, items: list[dict]) -> dict:
+    proc = subprocess.run([python, str(CHECKER)], input=json.dumps(items), capture_output=True,
+                          text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def all_commands(recipes) -> tuple[list[dict], dict[str, commands.LaunchSpec]]:
+    items, specs = [], {}
+
+    def add(key, spec, docker=False, values=None):
+        specs[key] = spec
+        items.append({"id": key, "command": render(spec, values, docker=docker)})
+
+    for hw in recipes.hardware:
+        for variant in recipes.models:
+            add(f"{hw}/{variant}", launch_spec(hw, variant))
+    for hw in recipes.verified_hardware:
+        for variant in recipes.variants:
+            add(f"{hw}/{variant}/docker", launch_spec(hw, variant), docker=True)
+            for tp in (1, 2):
+                add(f"{hw}/{variant}/tp{tp}", commands.playground(hw, variant, tp=tp).spec)
+    add(
+        "h100/instruct/local",
+        launch_spec("h100", "instruct"),
+        values=Placeholders.resolve({"HOST_IP": "127.0.0.1", "PORT": 31234}),
+    )
+    items.append({"id": "lambda/sglang", "command": commands.render_lambda("sglang")})
+    return items, specs
+
+
+@pytest.fixture(scope="module")
+def checked(sglang_check_python, recipes):
+    items, specs = all_commands(recipes)
+    report = sglang_check(sglang_check_python, items)
+    return report, {r["id"]: r for r in report["results"]}, specs
+
+
+def test_checker_runs_the_pinned_sglang(checked):
+    pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "gpu"
+    ]
+    assert f"sglang=={checked[0]['sglang_version']}" in pins
+
+
+def test_every_command_is_accepted(checked, recipes):
+    _, results, specs = checked
+    rejected = {k: r["error"] for k, r in results.items() if not r["ok"]}
+    assert rejected == {}
+    # 11 GPUs x 13 models, 24 docker cells, 48 TP overrides, one local, one Lambda.
+    assert len(results) == len(recipes.hardware) * len(recipes.models) + 24 * 3 + 2
+
+
+# Upstream's cells write `--tp`, which SGLang's parser declares only as `--tp-size` /
+# `--tensor-parallel-size`: argparse accepts it as an unambiguous prefix. That is the one
+# abbreviation the recipes may carry; any other is a typo that happens to parse.
+ALLOWED_ABBREVIATIONS = {"--tp": ["--tp-size"]}
+
+
+def test_only_the_known_abbreviation_is_used(checked):
+    _, results, _ = checked
+    used = {}
+    for result in results.values():
+        used.update(result["abbreviations"])
+    assert used == ALLOWED_ABBREVIATIONS
+
+
+def test_a_new_abbreviation_is_caught(sglang_check_python):
+    text = "sglang serve --model-path LiquidAI/LFM2.5-350M --tp 1 --mem-fraction 0.8"
+    result = sglang_check(sglang_check_python, [{"id": "abbrev", "command": text}])["results"][0]
+    assert result["ok"]  # argparse takes it...
+    assert result["abbreviations"] == {
+        "--tp": ["--tp-size"],
+        "--mem-fraction": ["--mem-fraction-static"],
+    }
+    assert result["parsed"]["mem_fraction_static"] == 0.8
+
+
+def test_parsed_values_match_the_recipes(checked, recipes):
+    _, results, specs = checked
+    for key, spec in specs.items():
+        parsed = results[key]["parsed"]
+        model = recipes.models[spec.variant]
+        assert parsed["model_path"] == model.hf_id, key
+        assert parsed["trust_remote_code"] is True, key
+        assert parsed["tp_size"] == (2 if key.endswith("tp2") else 1), key
+        assert parsed["reasoning_parser"] == model.capabilities.reasoning_parser, key
+        assert parsed["tool_call_parser"] == ("lfm2" if model.capabilities.tools else None), key
+        assert parsed["port"] == (31234 if key.endswith("local") else 30000), key
+        expected_dtype = "auto" if recipes.hardware[spec.hw].bf16 else "float16"
+        assert parsed["dtype"] == expected_dtype, key
+    b200_vl = results["b200/vl-450m/docker"]
+    assert b200_vl["parsed"]["attention_backend"] == "flashinfer"
+    assert b200_vl["parsed"]["mm_attention_backend"] == "fa4"
+    assert b200_vl["parsed"]["mem_fraction_static"] == 0.8
+    assert b200_vl["env"] == {
+        "HF_TOKEN": "",
+        "SGLANG_USE_CUDA_IPC_TRANSPORT": "1",
+        "SGLANG_USE_IPC_POOL_HANDLE_CACHE": "1",
+    }
+    assert results["t4/vl"]["env"]["SGLANG_MAMBA_CONV_DTYPE"] == "float16"
+    lam = results["lambda/sglang"]["parsed"]
+    assert (lam["served_model_name"], lam["port"], lam["disable_radix_cache"]) == (
+        "lfm25_8b_a1b",
+        8000,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "error"),
+    [
+        (
+            "tool",
+            ["--tool-call-parser lfm3"],
+            "argument --tool-call-parser: invalid choice: 'lfm3'",
+        ),
+        (
+            "reasoning",
+            ["--reasoning-parser qwen3_thinking", "--tool-call-parser lfm2"],
+            "invalid choice: 'qwen3_thinking'",
+        ),
+        (
+            "flag",
+            ["--tool-call-parser lfm2", "--mem-fraction-statik 0.8"],
+            "unrecognized arguments: --mem-fraction-statik",
+        ),
+        (
+            "backend",
+            ["--attention-backend trtllm", "--tool-call-parser lfm2"],
+            "argument --attention-backend: invalid choice: 'trtllm'",
+        ),
+    ],
+)
+def test_a_wrong_recipe_fails_the_check(sglang_check_python, raw_recipes, section, change, error):
+    """A deliberately broken copy of the recipes must produce a command SGLang rejects."""
+    raw_recipes["deploy"]["cells"]["b200"]["thinking"] = change
+    if section == "reasoning":
+        raw_recipes["models"]["thinking"]["capabilities"]["reasoning_parser"] = "qwen3_thinking"
+    broken = parse_recipes(raw_recipes)
+    spec = commands.verified_spec("b200", "thinking", broken)
+    text = commands.render(spec, Placeholders.resolve(recipes=broken))
+    result = sglang_check(sglang_check_python, [{"id": "broken", "command": text}])["results"][0]
+    assert not result["ok"] and error in result["error"]
+
+
+def test_an_undeclared_env_var_fails_the_check(sglang_check_python, raw_recipes):
+    raw_recipes["deploy"]["vision_env"] = ["SGLANG_USE_CUDA_IPC_TRANSPORTS=1"]
+    broken = parse_recipes(raw_recipes)
+    text = commands.render(
+        commands.verified_spec("h100", "vl", broken), Placeholders.resolve(recipes=broken)
+    )
+    result = sglang_check(sglang_check_python, [{"id": "env", "command": text}])["results"][0]
+    assert not result["ok"] and "SGLANG_USE_CUDA_IPC_TRANSPORTS" in result["error"]
+
+
+def test_newer_feature_transport_flag_is_understood(sglang_check_python):
+    """The note's newer form parses too, so the note is worth keeping."""
+    text = "SGLANG_USE_IPC_POOL_HANDLE_CACHE=1 sglang serve --model-path LiquidAI/LFM2.5-VL-1.6B --mm-feature-transport cuda_ipc"
+    result = sglang_check(sglang_check_python, [{"id": "mm", "command": text}])["results"][0]
+    assert result["ok"], result["error"]
