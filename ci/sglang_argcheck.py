@@ -101,6 +101,7 @@ def check(item: dict, prepare_server_args, envs, options: dict[str, str]) -> dic
         result["error"] = f"{type(exc).__name__}: {exc}"
         return result
     result["parsed"] = {f: getattr(parsed, f, None) for f in REPORTED_FIELDS}
+    result["parsed"]["api_key_set"] = bool(getattr(parsed, "api_key", None))  # never the key
     if unknown:
         result["error"] = f"env vars not declared by SGLang: {', '.join(unknown)}"
         return result

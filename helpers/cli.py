@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from helpers import commands, doctor
 from helpers.recipes import CookbookChoiceError, RecipeError, load_recipes
@@ -107,6 +108,39 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from helpers.server import Server, ServerError
+
+    server = Server(args.variant, engine=args.engine, model=args.model, hw=args.hw,
+                    host=args.host, port=args.port)  # fmt: skip
+    try:
+        server.start()
+    except ServerError as exc:
+        print(f"cookbook serve: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"serving {server.model} ({server.engine}) at {server.base_url}/v1")
+        for note in server.plan.notes:
+            print(f"note: {note}")
+        print(f"log: {server.log_path}")
+        if args.show_key:
+            print(f"api key: {server.api_key}")
+        else:
+            print("api key: a fresh one for this launch; rerun with --show-key to print it")
+        print("Ctrl-C stops the server.", flush=True)
+        while server.alive:
+            time.sleep(0.5)
+        server.raise_if_dead()
+    except KeyboardInterrupt:
+        print("\nstopping...", file=sys.stderr)
+    except ServerError as exc:
+        print(f"cookbook serve: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        server.stop()
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     report = doctor.run()
     print(json.dumps(report.to_json(), indent=2) if args.json else doctor.format_report(report))
@@ -141,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="engine of --recipe")  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_command)
+
+    p = sub.add_parser("serve", help="run one server in the foreground until Ctrl-C")
+    p.add_argument("--variant", default="instruct", help=f"model: {', '.join(recipes.models)}")
+    p.add_argument("--engine", default="auto", choices=["auto", "sglang", "vllm", "cpu"])
+    p.add_argument("--model", help="a local model directory or hub id to serve instead")
+    p.add_argument("--hw", help="hardware id for the sglang engine (default: detected)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: a free one)")
+    p.add_argument("--show-key", action="store_true", help="print this launch's API key")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser(
         "doctor", help="Python, packages, GPU, engines and free ports on this machine"

@@ -183,6 +183,26 @@ class LambdaRecipe(_Strict):
     claude_code_env: dict[str, str]
 
 
+class GpuEngine(_Strict):
+    startup_timeout_s: float = Field(gt=0)
+    flags: list[str] = Field(default_factory=list)
+    tool_flags: list[str] = Field(default_factory=list)
+
+    _flags = field_validator("flags", "tool_flags")(_check_flag_lines)
+
+
+class CpuEngine(GpuEngine):
+    module: str
+    env: dict[str, str]
+
+
+class Engines(_Strict):
+    sglang: GpuEngine
+    vllm: GpuEngine
+    cpu: CpuEngine
+    vllm_reasoning_parsers: dict[str, str]
+
+
 class Recipes(_Strict):
     schema_version: Literal[1]
     sources: dict[str, Source]
@@ -198,6 +218,8 @@ class Recipes(_Strict):
     install: Install
     playground: Playground
     lambda_8b_a1b: LambdaRecipe
+    engines: Engines
+    fixtures: dict[str, str]
 
     @model_validator(mode="after")
     def _cross_references(self) -> Recipes:
@@ -243,6 +265,17 @@ class Recipes(_Strict):
         for name in self.placeholders:
             if not re.fullmatch(r"[A-Z_]+", name):
                 raise ValueError(f"placeholders.{name}: placeholder names are UPPER_CASE")
+        if sorted(self.fixtures) != sorted(self.models):
+            missing = sorted(set(self.models) - set(self.fixtures))
+            extra = sorted(set(self.fixtures) - set(self.models))
+            raise ValueError(f"fixtures: one per model (missing: {missing}, unknown: {extra})")
+        for model_id, model in self.models.items():
+            parser = model.capabilities.reasoning_parser
+            if parser and parser not in self.engines.vllm_reasoning_parsers:
+                raise ValueError(
+                    f"engines.vllm_reasoning_parsers: no vLLM equivalent of {parser!r} "
+                    f"(used by models.{model_id})"
+                )
         lam = self.lambda_8b_a1b
         if lam.source not in self.sources:
             raise ValueError(f"lambda_8b_a1b.source: unknown source {lam.source!r}")

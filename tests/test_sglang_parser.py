@@ -8,6 +8,7 @@ its own environment (`sglang` installed with --no-deps, see ci/setup.sh) and cal
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -161,6 +162,7 @@ def test_a_wrong_recipe_fails_the_check(sglang_check_python, raw_recipes, sectio
     raw_recipes["deploy"]["cells"]["b200"]["thinking"] = change
     if section == "reasoning":
         raw_recipes["models"]["thinking"]["capabilities"]["reasoning_parser"] = "qwen3_thinking"
+        raw_recipes["engines"]["vllm_reasoning_parsers"]["qwen3_thinking"] = "qwen3"
     broken = parse_recipes(raw_recipes)
     spec = commands.verified_spec("b200", "thinking", broken)
     text = commands.render(spec, Placeholders.resolve(recipes=broken))
@@ -176,6 +178,23 @@ def test_an_undeclared_env_var_fails_the_check(sglang_check_python, raw_recipes)
     )
     result = sglang_check(sglang_check_python, [{"id": "env", "command": text}])["results"][0]
     assert not result["ok"] and "SGLANG_USE_CUDA_IPC_TRANSPORTS" in result["error"]
+
+
+def test_server_launch_plan_parses_and_key_travels_in_a_config_file(sglang_check_python, tmp_path):
+    from helpers.server import plan_launch, write_sglang_key_config
+
+    plan = plan_launch("thinking", "sglang", hw="h100", port=31555)
+    key_file = write_sglang_key_config("not-a-real-key")
+    try:
+        text = shlex.join([*plan.argv, "--config", key_file])
+        result = sglang_check(sglang_check_python, [{"id": "plan", "command": text}])["results"][0]
+    finally:
+        Path(key_file).unlink()
+    assert result["ok"], result["error"]
+    assert result["parsed"]["api_key_set"] is True
+    assert (result["parsed"]["host"], result["parsed"]["port"]) == ("127.0.0.1", 31555)
+    assert result["parsed"]["reasoning_parser"] == "qwen3-thinking"
+    assert "not-a-real-key" not in plan.display
 
 
 def test_newer_feature_transport_flag_is_understood(sglang_check_python):

@@ -1,0 +1,625 @@
+"""Server lifecycle: launch an engine for a variant, wait until it answers, and always stop it.
+
+Engines:
+  sglang  the verified Deploy cell for the detected (or given) GPU, as `cookbook command` renders it
+  vllm    vLLM on a GPU with the Lambda guide's flags, adapted per variant
+  cpu     the CPU build of vLLM serving the project's tiny fixture models (not LFM2.5)
+  auto    sglang when a CUDA GPU and SGLang are present, else cpu
+
+A server is a subprocess in its own process group with its output in a log file. It binds
+127.0.0.1 by default and requires a fresh random API key. It dies with its owner: on stop(), at
+interpreter exit, and, through a watchdog process, even when the owner is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import importlib.util
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from helpers import commands, gpu
+from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
+
+ENGINES = ("auto", "sglang", "vllm", "cpu")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES_DIR = REPO_ROOT / "data" / "fixtures"
+DEFAULT_CPU_PYTHON = REPO_ROOT / ".venvs" / "cpu-engine" / "bin" / "python"
+LOG_TAIL_LINES = 40
+STOP_GRACE_S = 10.0
+POLL_S = 0.5
+_PORT_IN_USE = ("address already in use", "errno 98")
+
+
+class ServerError(RuntimeError):
+    """A server failed; the message says what happened and ends with the tail of its log."""
+
+
+class ServerStartError(ServerError):
+    """The server did not become ready."""
+
+
+def cpu_engine_python() -> Path:
+    return Path(os.environ.get("COOKBOOK_CPU_ENGINE_PYTHON") or DEFAULT_CPU_PYTHON)
+
+
+def sglang_available() -> bool:
+    return importlib.util.find_spec("sglang") is not None
+
+
+def resolve_engine(engine: str) -> str:
+    """`auto` -> sglang when this machine has a CUDA GPU and SGLang, else the CPU engine."""
+    if engine not in ENGINES:
+        raise CookbookChoiceError("engine", engine, list(ENGINES))
+    if engine != "auto":
+        return engine
+    return "sglang" if gpu.detect().gpus and sglang_available() else "cpu"
+
+
+def fixture_path(variant: str, recipes: Recipes | None = None) -> Path:
+    recipes = recipes or load_recipes()
+    recipes.model(variant)  # a clear error for an unknown variant
+    return FIXTURES_DIR / recipes.fixtures[variant]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything needed to start one server, decided before anything runs."""
+
+    engine: str
+    variant: str
+    argv: tuple[str, ...]
+    env: dict[str, str]  # added to the environment; the API key is added at launch, not here
+    api_key_env: str | None  # the engine reads its API key from this variable ...
+    api_key_flag: str | None  # ... or from this flag
+    model: str  # the name clients send as `model`
+    model_path: str
+    startup_timeout_s: float
+    is_fixture: bool
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def display(self) -> str:
+        """The command as text, for logs and errors (no secrets are in it)."""
+        env = " ".join(f"{k}={v}" for k, v in self.env.items())
+        return (env + " " if env else "") + shlex.join(self.argv)
+
+
+def _parser_flags(recipes: Recipes, variant: str, tool_flags: list[str]) -> list[str]:
+    caps = recipes.model(variant).capabilities
+    flags = list(tool_flags) if caps.tools else []
+    if caps.reasoning_parser:
+        flags.append(
+            f"--reasoning-parser {recipes.engines.vllm_reasoning_parsers[caps.reasoning_parser]}"
+        )
+    return [token for flag in flags for token in shlex.split(flag)]
+
+
+def plan_launch(
+    variant: str = "instruct",
+    engine: str = "auto",
+    *,
+    model: str | None = None,
+    hw: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 30000,
+    startup_timeout_s: float | None = None,
+    extra_args: tuple[str, ...] = (),
+    recipes: Recipes | None = None,
+) -> LaunchPlan:
+    """Decide the command line for a variant on an engine (nothing is started)."""
+    recipes = recipes or load_recipes()
+    engine = resolve_engine(engine)
+    hf_id = recipes.model(variant).hf_id
+    where = ["--host", host, "--port", str(port)]
+    if engine == "cpu":
+        cpu = recipes.engines.cpu
+        path = Path(model) if model else fixture_path(variant, recipes)
+        name = f"fixture/{path.name}" if model is None else path.name
+        argv = [
+            str(cpu_engine_python()),
+            "-m",
+            cpu.module,
+            "--model",
+            str(path),
+            "--served-model-name",
+            name,
+            *where,
+            *(t for f in cpu.flags for t in shlex.split(f)),
+            *_parser_flags(recipes, variant, cpu.tool_flags),
+            *extra_args,
+        ]
+        notes = (
+            (
+                f"CPU engine serving the fixture {path.name} in place of {hf_id}: "
+                "a tiny model trained here, not LFM2.5.",
+            )
+            if model is None
+            else ()
+        )
+        return LaunchPlan(
+            "cpu",
+            variant,
+            tuple(argv),
+            dict(cpu.env),
+            "VLLM_API_KEY",
+            None,
+            name,
+            str(path),
+            startup_timeout_s or cpu.startup_timeout_s,
+            model is None,
+            notes,
+        )
+    if engine == "vllm":
+        engine_data = recipes.engines.vllm
+        path = model or hf_id
+        argv = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            path,
+            "--served-model-name",
+            hf_id,
+            *where,
+            *(t for f in engine_data.flags for t in shlex.split(f)),
+            *_parser_flags(recipes, variant, engine_data.tool_flags),
+            *extra_args,
+        ]
+        return LaunchPlan(
+            "vllm",
+            variant,
+            tuple(argv),
+            {},
+            "VLLM_API_KEY",
+            None,
+            hf_id,
+            path,
+            startup_timeout_s or engine_data.startup_timeout_s,
+            False,
+        )
+    # sglang: the verified (or derived) cell, with this launch's host and port.
+    hw = hw or gpu.detect().hw
+    if hw is None:
+        raise ServerStartError(
+            "engine 'sglang' needs a GPU the recipes know: none was detected; pass hw=... "
+            f"(valid: {', '.join(recipes.hardware)}) or use engine='cpu'"
+        )
+    spec = commands.launch_spec(hw, variant, recipes=recipes)
+    values = commands.Placeholders.resolve({"HOST_IP": host, "PORT": port}, recipes=recipes)
+    env, argv = commands.server_argv(spec, values)
+    program = shlex.split(recipes.deploy.program)
+    exe = Path(sys.executable).parent / program[0]
+    argv = [str(exe) if exe.exists() else program[0], *argv[1:]]
+    if model:
+        at = argv.index("--model-path") + 1
+        argv[at] = model
+        argv += ["--served-model-name", hf_id]
+    return LaunchPlan(
+        "sglang",
+        variant,
+        tuple([*argv, *extra_args]),
+        env,
+        None,
+        "--api-key",
+        hf_id,
+        model or hf_id,
+        startup_timeout_s or recipes.engines.sglang.startup_timeout_s,
+        False,
+        spec.notes,
+    )
+
+
+# ----- processes ------------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the watchdog still covers it
+
+
+def tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    if path is None or not path.exists():
+        return "(no log)"
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 200_000))
+        text = fh.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
+
+
+def write_sglang_key_config(api_key: str) -> str:
+    """SGLang reads its key from --api-key only: hand it over in a private config file instead,
+    so that it appears in neither the process list nor the command logged."""
+    fd, path = tempfile.mkstemp(prefix="sglang-key-", suffix=".yaml")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"api-key: {api_key}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+_LIVE: weakref.WeakSet[Server] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        server.stop()
+
+
+class Server:
+    """One engine serving one model, as a context manager or with explicit start()/stop().
+
+    >>> with Server("instruct", engine="cpu") as server:
+    ...     server.client.chat.completions.create(model=server.model, messages=[...])
+    """
+
+    def __init__(
+        self,
+        variant: str = "instruct",
+        engine: str = "auto",
+        *,
+        model: str | None = None,
+        hw: str | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        startup_timeout_s: float | None = None,
+        log_dir: str | Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        progress: bool = True,
+    ):
+        self.variant, self.engine_requested = variant, engine
+        self.host, self.requested_port = host, port
+        self._plan_args = dict(
+            model=model,
+            hw=hw,
+            host=host,
+            startup_timeout_s=startup_timeout_s,
+            extra_args=tuple(extra_args),
+        )
+        load_recipes().model(variant)  # fail now on an unknown variant
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.progress = progress
+        self.plan: LaunchPlan | None = None
+        self.api_key: str | None = None
+        self.port: int | None = None
+        self.log_path: Path | None = None
+        self.owned = True
+        self._proc: subprocess.Popen | None = None
+        self._watchdog: subprocess.Popen | None = None
+        self._log_file = None
+        self._key_file: str | None = None
+        self.returncode: int | None = None
+        self._base_url: str | None = None
+        self._model: str | None = None
+        self._client = None
+        self._lock = threading.Lock()
+
+    # ----- a server someone else runs ---------------------------------------------------------
+    @classmethod
+    def connect(
+        cls,
+        base_url: str,
+        api_key: str | None = None,
+        model: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> Server:
+        """Use a running OpenAI-compatible server; stop() leaves it running."""
+        server = cls.__new__(cls)
+        server.__init__(progress=False)
+        server.owned, server.engine_requested = False, "connect"
+        server._base_url = base_url.rstrip("/").removesuffix("/v1")
+        server.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        ids = server._models(timeout_s)
+        if ids is None:
+            raise ServerError(
+                f"no OpenAI-compatible server answered at {server._base_url}/v1/models"
+            )
+        if model is not None and model not in ids:
+            raise ServerError(f"{server._base_url} serves {ids}, not {model!r}")
+        server._model = model or ids[0]
+        return server
+
+    # ----- properties -----------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise ServerError("the server is not started")
+        return self._base_url
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            raise ServerError("the server is not started")
+        return self._model
+
+    @property
+    def engine(self) -> str:
+        return self.plan.engine if self.plan else self.engine_requested
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        if not self.owned:
+            return self._models(2.0) is not None
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def client(self):
+        """An OpenAI SDK client for this server (no retries: a failure shows at once)."""
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(
+                base_url=f"{self.base_url}/v1",
+                api_key=self.api_key,
+                timeout=httpx.Timeout(300.0, connect=5.0),
+                max_retries=0,
+            )
+        return self._client
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return tail(self.log_path, lines)
+
+    def __repr__(self) -> str:
+        state = "running" if self._base_url and self.alive else "stopped"
+        return f"<Server {self.engine} {self.variant} {self._base_url or ''} {state}>"
+
+    # ----- start --------------------------------------------------------------------------------
+    def start(self) -> Server:
+        with self._lock:
+            if self.alive:
+                return self
+            explicit = self.requested_port is not None
+            if explicit and port_in_use(self.host, self.requested_port):
+                raise ServerStartError(
+                    f"port {self.requested_port} on {self.host} is already in use by another "
+                    "process; choose another port or leave port=None to pick a free one "
+                    "(no engine was started)"
+                )
+            attempts = 1 if explicit else 3
+            for attempt in range(1, attempts + 1):
+                port = self.requested_port or free_port(self.host)
+                try:
+                    self._launch(port)
+                    self._wait_ready()
+                    return self
+                except ServerStartError as exc:
+                    lost_race = any(m in self.log_tail().lower() for m in _PORT_IN_USE)
+                    self._cleanup()
+                    if not (lost_race and attempt < attempts):
+                        raise exc from None
+                except BaseException:  # KeyboardInterrupt included: never leave it running
+                    self._cleanup()
+                    raise
+        return self
+
+    def _launch(self, port: int) -> None:
+        self.port = port
+        self.plan = plan_launch(self.variant, self.engine_requested, port=port, **self._plan_args)
+        if self.plan.engine == "cpu" and not cpu_engine_python().exists():
+            raise ServerStartError(
+                f"the CPU engine is not installed ({cpu_engine_python()} is missing): "
+                "run `bash ci/setup.sh cpu-engine`"
+            )
+        if self.plan.is_fixture and not Path(self.plan.model_path, "config.json").exists():
+            raise ServerStartError(f"fixture model not found at {self.plan.model_path}")
+        self.api_key = secrets.token_urlsafe(24)
+        log_dir = self.log_dir or Path(os.environ.get("COOKBOOK_LOG_DIR") or tempfile.gettempdir())
+        log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.log_path = log_dir / f"{self.plan.engine}-{self.variant}-{port}-{stamp}.log"
+        self._log_file = self.log_path.open("ab")
+        self._log_file.write(f"$ {self.plan.display}\n".encode())
+        self._log_file.flush()
+        env = {**os.environ, **self.plan.env, "PYTHONUNBUFFERED": "1"}
+        argv = list(self.plan.argv)
+        if self.plan.api_key_env:
+            env[self.plan.api_key_env] = self.api_key  # in the environment, not the command line
+        else:
+            argv += self._sglang_key_config()
+        main_thread = threading.current_thread() is threading.main_thread()
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            # PDEATHSIG fires when the creating *thread* exits, so only from the main thread.
+            preexec_fn=_die_with_parent if main_thread else None,
+        )
+        owner = psutil.Process()
+        self._watchdog = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "helpers.watchdog",
+                str(owner.pid),
+                repr(owner.create_time()),
+                str(self._proc.pid),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            cwd=str(REPO_ROOT),
+        )
+        self._base_url = (
+            f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '::') else self.host}:{port}"
+        )
+        self._model = self.plan.model
+        self._client = None
+        _LIVE.add(self)
+
+    def _sglang_key_config(self) -> list[str]:
+        self._key_file = write_sglang_key_config(self.api_key)
+        return ["--config", self._key_file]
+
+    def _models(self, timeout_s: float) -> list[str] | None:
+        try:
+            resp = httpx.get(
+                f"{self._base_url}/v1/models",
+                timeout=timeout_s,
+                headers={"Authorization": f"Bearer {self.api_key}"},
+            )
+        except httpx.HTTPError:
+            return None
+        if resp.status_code != 200:
+            return None
+        return [m["id"] for m in resp.json().get("data", [])]
+
+    def _fail(self, what: str) -> ServerStartError:
+        plan = self.plan
+        return ServerStartError(
+            f"{plan.engine} server for {self.variant!r} ({plan.model}) {what}.\n"
+            f"Command: {plan.display}\nLog: {self.log_path} (last {LOG_TAIL_LINES} lines)\n"
+            + "\n".join("    " + line for line in self.log_tail().splitlines())
+        )
+
+    def _wait_ready(self) -> None:
+        timeout = self.plan.startup_timeout_s
+        started = time.monotonic()
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=int(timeout),
+                desc=f"starting {self.plan.engine} ({self.plan.model})",
+                unit="s",
+                bar_format="{desc}: {n_fmt}s elapsed (timeout {total_fmt}s)",
+                file=sys.stderr,
+            )
+        try:
+            while True:
+                code = self._proc.poll()
+                if code is not None:
+                    how = f"signal {-code}" if code < 0 else f"code {code}"
+                    raise self._fail(
+                        f"exited with {how} before it was ready "
+                        f"({time.monotonic() - started:.1f} s)"
+                    )
+                ids = self._models(2.0)
+                if ids is not None and self.plan.model in ids:
+                    return
+                elapsed = time.monotonic() - started
+                if elapsed > timeout:
+                    raise self._fail(f"was not ready within {timeout:.0f} s")
+                if bar is not None:
+                    bar.n = int(elapsed)
+                    bar.refresh()
+                time.sleep(POLL_S)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    # ----- stop ---------------------------------------------------------------------------------
+    def raise_if_dead(self) -> None:
+        """Raise ServerError with the log tail if the server has died."""
+        if self.owned and self._proc is not None and self._proc.poll() is not None:
+            code = self._proc.returncode
+            how = f"signal {-code}" if code < 0 else f"code {code}"
+            raise ServerError(
+                f"{self.engine} server for {self.variant!r} exited with {how}.\n"
+                f"Log: {self.log_path} (last {LOG_TAIL_LINES} lines)\n"
+                + "\n".join("    " + line for line in self.log_tail().splitlines())
+            )
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Terminate the server's process group, wait, then kill. Safe to call twice."""
+        if not self.owned:
+            return
+        with self._lock:
+            self._cleanup(grace_s)
+
+    def _cleanup(self, grace_s: float = STOP_GRACE_S) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            tree = []
+            if proc.poll() is None:  # only while it runs does its pid surely name our process
+                with contextlib.suppress(psutil.Error):
+                    tree = psutil.Process(proc.pid).children(recursive=True)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(grace_s)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(grace_s)
+            self.returncode = proc.returncode
+            # Children that outlived the leader: the ones we saw, checked by create time.
+            _, alive = psutil.wait_procs(tree, timeout=1)
+            for child in alive:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            psutil.wait_procs(alive, timeout=grace_s)
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._key_file is not None:
+            Path(self._key_file).unlink(missing_ok=True)
+            self._key_file = None
+        _LIVE.discard(self)
+
+    # ----- context manager ----------------------------------------------------------------------
+    def __enter__(self) -> Server:
+        return self.start() if self.owned else self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if (
+            exc is not None
+            and self.owned
+            and self._proc is not None
+            and self._proc.poll() is not None
+        ):
+            code = self._proc.returncode
+            exc.add_note(
+                f"The {self.engine} server had exited (code {code}); last lines of "
+                f"{self.log_path}:\n{self.log_tail()}"
+            )
+        self.stop()
