@@ -36,6 +36,7 @@ import psutil
 
 from helpers import commands, gpu
 from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
+from helpers.watchdog import kill_session
 
 ENGINES = ("auto", "sglang", "vllm", "cpu")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -324,6 +325,8 @@ class Server:
         self._log_file = None
         self._key_file: str | None = None
         self.returncode: int | None = None
+        self._pid: int | None = None
+        self._engine_create_time = 0.0
         self._base_url: str | None = None
         self._model: str | None = None
         self._client = None
@@ -373,7 +376,8 @@ class Server:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        """The engine process launched last (it may have exited since)."""
+        return self._pid
 
     @property
     def alive(self) -> bool:
@@ -439,8 +443,13 @@ class Server:
                 f"the CPU engine is not installed ({cpu_engine_python()} is missing): "
                 "run `bash ci/setup.sh cpu-engine`"
             )
-        if self.plan.is_fixture and not Path(self.plan.model_path, "config.json").exists():
-            raise ServerStartError(f"fixture model not found at {self.plan.model_path}")
+        path = Path(self.plan.model_path).expanduser()
+        looks_local = path.is_absolute() or self.plan.model_path.startswith((".", "~"))
+        if (self.plan.is_fixture or looks_local) and not (path / "config.json").exists():
+            what = "fixture model" if self.plan.is_fixture else "model directory"
+            raise ServerStartError(
+                f"{what} not found: {path} has no config.json (no engine was started)"
+            )
         self.api_key = secrets.token_urlsafe(24)
         log_dir = self.log_dir or Path(os.environ.get("COOKBOOK_LOG_DIR") or tempfile.gettempdir())
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -467,7 +476,12 @@ class Server:
             # PDEATHSIG fires when the creating *thread* exits, so only from the main thread.
             preexec_fn=_die_with_parent if main_thread else None,
         )
+        self._pid = self._proc.pid
         owner = psutil.Process()
+        try:
+            self._engine_create_time = psutil.Process(self._proc.pid).create_time()
+        except psutil.Error:  # already gone: nothing of it can outlive us
+            self._engine_create_time = 0.0
         self._watchdog = subprocess.Popen(
             [
                 sys.executable,
@@ -476,6 +490,7 @@ class Server:
                 str(owner.pid),
                 repr(owner.create_time()),
                 str(self._proc.pid),
+                repr(self._engine_create_time),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -575,12 +590,9 @@ class Server:
     def _cleanup(self, grace_s: float = STOP_GRACE_S) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            tree = []
-            if proc.poll() is None:  # only while it runs does its pid surely name our process
-                with contextlib.suppress(psutil.Error):
-                    tree = psutil.Process(proc.pid).children(recursive=True)
+            if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    os.killpg(proc.pid, signal.SIGTERM)  # the engine's whole group, gracefully
                 try:
                     proc.wait(grace_s)
                 except subprocess.TimeoutExpired:
@@ -588,12 +600,8 @@ class Server:
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(grace_s)
             self.returncode = proc.returncode
-            # Children that outlived the leader: the ones we saw, checked by create time.
-            _, alive = psutil.wait_procs(tree, timeout=1)
-            for child in alive:
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-            psutil.wait_procs(alive, timeout=grace_s)
+            # Whatever the engine started and left behind (it may have died first).
+            kill_session(proc.pid, self._engine_create_time, grace_s=grace_s)
         if self._watchdog is not None:
             self._watchdog.kill()
             self._watchdog.wait()

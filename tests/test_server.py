@@ -1,0 +1,250 @@
+"""Real servers: the CPU engine on the fixtures, through the openai SDK, and the fault suite.
+
+Every test ends by checking that no process the server started is left and its port is free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers.server import Server, ServerError, ServerStartError, port_in_use
+
+REPO = Path(__file__).resolve().parent.parent
+FAILURE_BUDGET_S = 30  # every failure is reported within this
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_cpu_engine():
+    from helpers.server import cpu_engine_python
+
+    if not cpu_engine_python().exists():
+        pytest.fail(f"no CPU engine at {cpu_engine_python()}: run `bash ci/setup.sh cpu-engine`")
+
+
+def session_members(leader_pid: int) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            member = proc.pid == leader_pid or os.getsid(proc.pid) == leader_pid
+            if member and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found
+
+
+def assert_all_gone(leader_pid: int, port: int, within_s: float = 15) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not session_members(leader_pid) and not port_in_use("127.0.0.1", port):
+            return
+        time.sleep(0.25)
+    left = [(p.pid, " ".join(p.cmdline()[:4])) for p in session_members(leader_pid)]
+    raise AssertionError(
+        f"left behind: {left}; port {port} in use: {port_in_use('127.0.0.1', port)}"
+    )
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"location": {"type": "string", "description": "City name"}},
+            "required": ["location"],
+        },
+    },
+}
+
+
+def test_chat_stream_completions_tools_and_an_exception_in_with():
+    server = Server("instruct", engine="cpu", progress=False)
+    with pytest.raises(RuntimeError, match="deliberate"), server:
+        pid, port = server.pid, server.port
+        assert server.base_url == f"http://127.0.0.1:{port}"
+        assert [m.id for m in server.client.models.list().data] == [server.model]
+
+        chat = server.client.chat.completions.create(
+            model=server.model,
+            messages=[{"role": "user", "content": "Hello!"}],
+            max_tokens=40,
+            temperature=0,
+        )
+        assert chat.choices[0].message.content.strip()
+
+        pieces = [
+            c.choices[0].delta.content or ""
+            for c in server.client.chat.completions.create(
+                model=server.model, messages=[{"role": "user", "content": "Hi there"}],
+                max_tokens=40, temperature=0, stream=True,
+            )
+            if c.choices
+        ]  # fmt: skip
+        assert len(pieces) > 1 and "".join(pieces).strip()
+
+        text = server.client.completions.create(
+            model=server.model, prompt="The weather in Paris", max_tokens=16, temperature=0
+        )
+        assert text.choices[0].text
+
+        call = server.client.chat.completions.create(
+            model=server.model, tools=[WEATHER_TOOL], temperature=0, max_tokens=64,
+            messages=[{"role": "user", "content": "What is the weather like in Tokyo right now?"}],
+        )  # fmt: skip
+        tool_calls = call.choices[0].message.tool_calls
+        assert tool_calls and tool_calls[0].function.name == "get_weather"
+        assert json.loads(tool_calls[0].function.arguments) == {"location": "Tokyo"}
+
+        unauthorised = server.client.with_options(api_key="wrong-key")
+        with pytest.raises(Exception, match="401|Unauthorized"):
+            unauthorised.models.list()
+        raise RuntimeError("deliberate")
+    assert not server.alive and server.returncode is not None
+    assert_all_gone(pid, port)
+    server.stop()  # idempotent
+
+
+def test_reasoning_is_split():
+    with Server("thinking", engine="cpu", progress=False) as server:
+        pid, port = server.pid, server.port
+        reply = server.client.chat.completions.create(
+            model=server.model, temperature=0, max_tokens=200,
+            messages=[{"role": "user", "content": "What is 3 + 4?"}],
+        ).choices[0].message  # fmt: skip
+        reasoning = getattr(reply, "reasoning_content", None) or getattr(reply, "reasoning", None)
+        assert reasoning and reasoning.strip()
+        assert reply.content and "<think>" not in reply.content and "</think>" not in reply.content
+    assert_all_gone(pid, port)
+
+
+def test_server_killed_mid_request_is_reported_with_the_log_tail():
+    with Server("instruct", engine="cpu", progress=False) as server:
+        pid, port = server.pid, server.port
+        stream = server.client.chat.completions.create(
+            model=server.model, messages=[{"role": "user", "content": "Tell me a long story."}],
+            max_tokens=1500, stream=True, extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(Exception) as info:  # noqa: B017 - whichever the SDK raises
+            for n, _chunk in enumerate(stream):
+                if n == 3:
+                    os.kill(pid, signal.SIGKILL)
+        assert time.monotonic() - started < FAILURE_BUDGET_S
+        assert info.value is not None
+        with pytest.raises(ServerError, match="exited with signal 9") as died:
+            server.raise_if_dead()
+        assert "Log: " in str(died.value) and "last 40 lines" in str(died.value)
+    assert_all_gone(pid, port)
+
+
+def _owner_script(body: str) -> list[str]:
+    code = textwrap.dedent(
+        """
+        import json, sys, time
+        from helpers.server import Server
+        """
+    ) + textwrap.dedent(body)
+    return [sys.executable, "-c", code]
+
+
+def _engine_child(owner: psutil.Process, timeout_s: float = 60) -> psutil.Process:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in owner.children():
+            if "vllm" in " ".join(child.cmdline()):
+                return child
+        time.sleep(0.2)
+    raise AssertionError("the owner never started an engine")
+
+
+def test_sigkill_of_the_owner_takes_the_server_down():
+    owner = subprocess.Popen(
+        _owner_script(
+            """
+            s = Server("instruct", engine="cpu", progress=False).start()
+            print(json.dumps({"pid": s.pid, "port": s.port}), flush=True)
+            time.sleep(600)
+            """
+        ),
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        info = json.loads(owner.stdout.readline())
+        assert session_members(info["pid"]), "the server should be running"
+        assert len(session_members(info["pid"])) >= 2  # the API server and its engine core
+        owner.kill()
+        owner.wait(10)
+        assert_all_gone(info["pid"], info["port"], within_s=FAILURE_BUDGET_S)
+    finally:
+        owner.kill()
+
+
+def test_sigint_while_starting_stops_everything():
+    owner = subprocess.Popen(
+        _owner_script(
+            """
+            with Server("instruct", engine="cpu", progress=False) as s:
+                time.sleep(600)
+            """
+        ),
+        stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        engine = _engine_child(psutil.Process(owner.pid))
+        port = _port_of(engine)
+        time.sleep(3)
+        sent = time.monotonic()
+        owner.send_signal(signal.SIGINT)
+        owner.wait(FAILURE_BUDGET_S)
+        assert time.monotonic() - sent < FAILURE_BUDGET_S
+        assert "KeyboardInterrupt" in owner.stderr.read()
+        assert_all_gone(engine.pid, port)
+    finally:
+        owner.kill()
+
+
+def _port_of(engine: psutil.Process) -> int:
+    args = engine.cmdline()
+    return int(args[args.index("--port") + 1])
+
+
+def test_engine_that_exits_is_reported_with_its_log():
+    started = time.monotonic()
+    server = Server("instruct", engine="cpu", progress=False, extra_args=("--no-such-flag",))
+    with pytest.raises(ServerStartError) as info:
+        server.start()
+    assert time.monotonic() - started < FAILURE_BUDGET_S
+    message = str(info.value)
+    assert "exited with code" in message and "before it was ready" in message
+    assert "--no-such-flag" in message  # the engine's own complaint, from the log tail
+    assert server.log_path.exists() and not server.alive
+
+
+def test_readiness_timeout_is_reported_and_cleaned_up():
+    server = Server("instruct", engine="cpu", progress=False, startup_timeout_s=4)
+    started = time.monotonic()
+    with pytest.raises(ServerStartError, match="was not ready within 4 s") as info:
+        server.start()
+    assert time.monotonic() - started < FAILURE_BUDGET_S
+    assert "Log: " in str(info.value)
+    assert_all_gone(server.pid, server.port)
+
+
+def test_nonexistent_hub_model_fails_fast():
+    started = time.monotonic()
+    with pytest.raises(ServerStartError, match="exited with code") as info:
+        Server("instruct", engine="cpu", model="LiquidAI/No-Such-Model", progress=False).start()
+    assert time.monotonic() - started < FAILURE_BUDGET_S
+    assert "No-Such-Model" in str(info.value)

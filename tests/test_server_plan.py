@@ -1,0 +1,113 @@
+"""Launch plans (no processes): what each engine is asked to run, and bad input."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from helpers import server
+from helpers.recipes import CookbookChoiceError
+from helpers.server import Server, ServerStartError, plan_launch
+
+
+def _pairs(argv) -> dict[str, str]:
+    argv = list(argv)
+    return {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+
+
+def test_cpu_plan_uses_the_fixture_and_the_cells_parsers():
+    plan = plan_launch("thinking", "cpu", port=31001)
+    flags = _pairs(plan.argv)
+    assert plan.is_fixture and plan.model == "fixture/lfm2-tiny-thinking"
+    assert flags["--model"].endswith("data/fixtures/lfm2-tiny-thinking")
+    assert (flags["--host"], flags["--port"]) == ("127.0.0.1", "31001")
+    assert flags["--tool-call-parser"] == "lfm2" and "--enable-auto-tool-choice" in plan.argv
+    assert flags["--reasoning-parser"] == "qwen3"  # vLLM's name for SGLang's qwen3-thinking
+    assert plan.api_key_env == "VLLM_API_KEY" and "--api-key" not in plan.argv
+    assert plan.env["HF_HUB_OFFLINE"] == "1"
+    assert "not LFM2.5" in plan.notes[0]
+
+
+def test_cpu_plan_drops_parsers_a_model_lacks():
+    base = plan_launch("base-1.2b", "cpu", port=31002)
+    assert "--tool-call-parser" not in base.argv and "--reasoning-parser" not in base.argv
+    jp = plan_launch("jp-original", "cpu", port=31002)
+    assert "--tool-call-parser" not in jp.argv
+    chat = plan_launch("instruct", "cpu", port=31002)
+    assert "--reasoning-parser" not in chat.argv and "--tool-call-parser" in chat.argv
+
+
+def test_sglang_plan_is_the_verified_cell_on_loopback():
+    plan = plan_launch("vl-450m", "sglang", hw="b200", port=31003)
+    assert plan.argv[:2] == ("sglang", "serve") or plan.argv[1] == "serve"
+    flags = _pairs(plan.argv)
+    assert flags["--model-path"] == "LiquidAI/LFM2.5-VL-450M"
+    assert (flags["--host"], flags["--port"]) == ("127.0.0.1", "31003")
+    assert flags["--mm-attention-backend"] == "fa4"
+    assert plan.env == {
+        "SGLANG_USE_CUDA_IPC_TRANSPORT": "1",
+        "SGLANG_USE_IPC_POOL_HANDLE_CACHE": "1",
+    }
+    assert plan.api_key_flag == "--api-key" and "--api-key" not in plan.argv
+
+
+def test_sglang_plan_with_a_local_model_keeps_the_served_name():
+    plan = plan_launch("instruct", "sglang", hw="h100", port=31004, model="/models/lfm")
+    flags = _pairs(plan.argv)
+    assert flags["--model-path"] == "/models/lfm"
+    assert flags["--served-model-name"] == plan.model == "LiquidAI/LFM2.5-1.2B-Instruct"
+
+
+def test_sglang_without_a_known_gpu_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ServerStartError, match="pass hw=... .*or use engine='cpu'"):
+        plan_launch("instruct", "sglang")
+
+
+def test_vllm_plan_follows_the_lambda_flags():
+    plan = plan_launch("8b-a1b", "vllm", port=31005)
+    flags = _pairs(plan.argv)
+    assert flags["--tensor-parallel-size"] == "1" and flags["--max-model-len"] == "auto"
+    assert flags["--gpu-memory-utilization"] == "0.9" and "--trust-remote-code" in plan.argv
+    assert flags["--reasoning-parser"] == "qwen3"
+
+
+def test_auto_without_gpu_is_cpu(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert server.resolve_engine("auto") == "cpu"
+    with pytest.raises(CookbookChoiceError, match="valid: auto, sglang, vllm, cpu"):
+        server.resolve_engine("tgi")
+
+
+def test_unknown_variant_fails_before_anything_runs():
+    with pytest.raises(CookbookChoiceError, match="unknown variant 'mega'"):
+        Server("mega", engine="cpu")
+
+
+def test_missing_model_directory_fails_at_once(tmp_path):
+    with pytest.raises(ServerStartError, match="has no config.json"):
+        Server("instruct", engine="cpu", model=str(tmp_path / "nope"), progress=False).start()
+
+
+def test_explicit_busy_port_fails_at_once():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(ServerStartError, match=f"port {port} on 127.0.0.1 is already in use"):
+            Server("instruct", engine="cpu", port=port, progress=False).start()
+
+
+def test_missing_cpu_engine_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("COOKBOOK_CPU_ENGINE_PYTHON", str(tmp_path / "python"))
+    with pytest.raises(ServerStartError, match="bash ci/setup.sh cpu-engine"):
+        Server("instruct", engine="cpu", progress=False).start()
+
+
+def test_connect_to_nothing_is_a_clear_error():
+    port = server.free_port()
+    with pytest.raises(
+        server.ServerError, match=f"no OpenAI-compatible server answered at http://127.0.0.1:{port}"
+    ):
+        Server.connect(f"http://127.0.0.1:{port}/v1", api_key="x", timeout_s=1)
