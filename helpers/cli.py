@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from helpers import commands, doctor
 from helpers.recipes import CookbookChoiceError, RecipeError, load_recipes
@@ -141,6 +142,30 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from helpers import runner
+
+    try:
+        notebooks = runner.select(args.notebooks)
+    except runner.RunnerError as exc:
+        raise UsageError(f"cookbook run: error: {exc}") from None
+    if not notebooks:
+        raise UsageError("cookbook run: error: no notebooks found in notebooks/")
+    started = time.monotonic()
+    runs = runner.run(notebooks, Path(args.out), engine=args.engine, variant=args.variant,
+                      cell_timeout_s=args.cell_timeout)  # fmt: skip
+    print(f"\n{'NOTEBOOK':<24} {'STATUS':<7} {'SECONDS':>7}  ENGINE  MODEL")
+    for r in runs:
+        print(
+            f"{r.notebook:<24} {r.status:<7} {r.seconds:>7.1f}  "
+            f"{r.engine or '-':<6}  {r.model or '-'}"
+        )
+    passed = sum(r.status == "passed" for r in runs)
+    print(f"\n{passed} passed, {len(runs) - passed} failed in {time.monotonic() - started:.0f} s; "
+          f"executed notebooks and summary.json in {args.out}")  # fmt: skip
+    return 0 if passed == len(runs) else 1
+
+
 def _doctor(args: argparse.Namespace) -> int:
     report = doctor.run()
     print(json.dumps(report.to_json(), indent=2) if args.json else doctor.format_report(report))
@@ -175,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="engine of --recipe")  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_command)
+
+    p = sub.add_parser("run", help="execute notebooks (all by default) and write summary.json")
+    p.add_argument("notebooks", nargs="*", help="numbers or names, e.g. 01 03_tool_calling")
+    p.add_argument("--engine", default="auto", choices=["auto", "sglang", "vllm", "cpu"])
+    p.add_argument("--variant", help="override each notebook's default variant")
+    p.add_argument("--out", default="runs/latest", help="folder for executed notebooks")
+    p.add_argument("--cell-timeout", type=float, default=900, help="seconds per cell")
+    p.set_defaults(func=_run)
 
     p = sub.add_parser("serve", help="run one server in the foreground until Ctrl-C")
     p.add_argument("--variant", default="instruct", help=f"model: {', '.join(recipes.models)}")

@@ -33,13 +33,15 @@ def _field(obj: Any, name: str) -> Any:
     return value
 
 
+def reasoning_field(message: Any) -> str | None:
+    """Which field carried the reasoning: `reasoning_content` (SGLang) or `reasoning` (vLLM)."""
+    return next((name for name in REASONING_FIELDS if _field(message, name)), None)
+
+
 def reasoning_of(message: Any) -> str | None:
     """The reasoning text of a message or delta, whichever field name the server used."""
-    for name in REASONING_FIELDS:
-        value = _field(message, name)
-        if value:
-            return value
-    return None
+    name = reasoning_field(message)
+    return _field(message, name) if name else None
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Reply:
     tool_calls: list[ToolCall]
     finish_reason: str | None
     usage: Any = None
+    reasoning_field: str | None = None  # the response field the reasoning came in
 
     def as_message(self) -> dict[str, Any]:
         """The assistant turn to append to the history (reasoning is not sent back)."""
@@ -80,7 +83,7 @@ def reply_of(completion: Any) -> Reply:
         ToolCall(c.id, c.function.name, c.function.arguments) for c in (message.tool_calls or [])
     ]
     return Reply(message.content or "", reasoning_of(message), calls, choice.finish_reason,
-                 getattr(completion, "usage", None))  # fmt: skip
+                 getattr(completion, "usage", None), reasoning_field(message))  # fmt: skip
 
 
 def chat(
@@ -248,6 +251,20 @@ def run_tool_loop(
 # ----- images -------------------------------------------------------------------------------------
 
 
+def check_vl_turn(messages: list[dict], tools: list[dict] | None) -> None:
+    """LFM2.5-VL calls tools in text turns only: refuse a request with both an image and tools."""
+    has_image = any(
+        isinstance(m.get("content"), list)
+        and any(part.get("type") in ("image_url", "image") for part in m["content"])
+        for m in messages
+    )
+    if has_image and tools:
+        raise ValueError(
+            "LFM2.5-VL: an image and tools in one request is not supported; "
+            "describe the image in one turn, then call tools in a text-only turn"
+        )
+
+
 def image_data_uri(path: str | Path) -> str:
     """A local image as a base64 data URI for an `image_url` content block."""
     path = Path(path)
@@ -261,3 +278,27 @@ def image_part(path_or_url: str | Path) -> dict[str, Any]:
     text = str(path_or_url)
     url = text if text.startswith(("http://", "https://", "data:")) else image_data_uri(text)
     return {"type": "image_url", "image_url": {"url": url}}
+
+
+# ----- the cURL check -----------------------------------------------------------------------------
+
+
+def curl_check(server: Any, prompt: str = "Hello", max_tokens: int = 32) -> tuple[str, str]:
+    """The Deploy panel's cURL check for this server, and the answer of the same request.
+
+    The text shows the key as $API_KEY: the key itself is never printed.
+    """
+    import httpx
+
+    body = {"model": server.model, "messages": [{"role": "user", "content": prompt}]}
+    text = (
+        f"curl {server.base_url}/v1/chat/completions \\\n"
+        "-H 'Content-Type: application/json' \\\n"
+        '-H "Authorization: Bearer $API_KEY" \\\n'
+        f"-d '{json.dumps(body)}'"
+    )
+    resp = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=120,
+                      headers={"Authorization": f"Bearer {server.api_key}"},
+                      json={**body, "max_tokens": max_tokens})  # fmt: skip
+    resp.raise_for_status()
+    return text, resp.json()["choices"][0]["message"]["content"] or ""

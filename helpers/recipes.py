@@ -203,8 +203,18 @@ class Engines(_Strict):
     vllm_reasoning_parsers: dict[str, str]
 
 
+class Project(_Strict):
+    github_repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    branch: str
+
+    def colab_url(self, notebook: str) -> str:
+        return (f"https://colab.research.google.com/github/{self.github_repo}/blob/"
+                f"{self.branch}/notebooks/{notebook}")  # fmt: skip
+
+
 class Recipes(_Strict):
     schema_version: Literal[1]
+    project: Project
     sources: dict[str, Source]
     models: dict[str, Model]
     sampling: dict[str, SamplingPreset]

@@ -631,3 +631,19 @@ class Server:
                 f"{self.log_path}:\n{self.log_tail()}"
             )
         self.stop()
+
+
+def launch(
+    variant: str = "instruct",
+    engine: str = "auto",
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    hw: str | None = None,
+    startup_timeout_s: float | None = None,
+) -> Server:
+    """What every notebook does first: connect to `base_url` if given, else start a server."""
+    if base_url:
+        return Server.connect(base_url, api_key=api_key, model=model)
+    return Server(variant, engine, model=model, hw=hw, startup_timeout_s=startup_timeout_s).start()

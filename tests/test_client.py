@@ -151,3 +151,35 @@ def test_image_data_uri(tmp_path):
     }
     with pytest.raises(ValueError, match="does not look like an image"):
         client.image_data_uri(tmp_path / "notes.txt")
+
+
+def test_reasoning_field_names_the_server_convention():
+    sglang = _completion(content="7", reasoning="3 + 4")
+    assert client.reply_of(sglang).reasoning_field == "reasoning_content"
+    vllm = NS(
+        choices=[
+            NS(
+                message=NS(content="7", reasoning="3 + 4", tool_calls=None, model_extra={}),
+                finish_reason="stop",
+            )
+        ],
+        usage=None,
+    )
+    reply = client.reply_of(vllm)
+    assert (reply.reasoning, reply.reasoning_field) == ("3 + 4", "reasoning")
+
+
+def test_images_and_tools_are_never_sent_together():
+    image_turn = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                client.image_part("https://example.com/a.png"),
+            ],
+        }
+    ]
+    with pytest.raises(ValueError, match="an image and tools in one request"):
+        client.check_vl_turn(image_turn, [{"type": "function"}])
+    client.check_vl_turn(image_turn, None)
+    client.check_vl_turn([{"role": "user", "content": "Weather in Oslo?"}], [{"type": "function"}])

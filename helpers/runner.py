@@ -1,0 +1,157 @@
+"""`cookbook run`: execute the numbered notebooks with papermill and summarise what happened.
+
+Each notebook has a `parameters` cell (ENGINE, VARIANT, ..., RESULTS_PATH). The runner sets them,
+keeps every executed notebook, and writes DIR/summary.json: per notebook its status, seconds,
+engine, variant, model, the key results the notebook recorded, and an error excerpt if it failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+DEFAULT_OUT = REPO_ROOT / "runs" / "latest"
+CELL_TIMEOUT_S = 900
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY")
+
+
+class RunnerError(ValueError):
+    """Bad input to the runner (unknown notebook, unwritable output folder)."""
+
+
+def available() -> list[Path]:
+    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select(names: list[str] | None) -> list[Path]:
+    """Notebooks by number (`01`), stem (`01_chat`) or path; all of them when none are named."""
+    notebooks = available()
+    if not names:
+        return notebooks
+    chosen = []
+    for name in names:
+        stem = Path(name).stem
+        match = [nb for nb in notebooks if nb.stem == stem or nb.stem.split("_", 1)[0] == stem]
+        if not match:
+            valid = ", ".join(nb.stem for nb in notebooks)
+            raise RunnerError(f"unknown notebook {name!r}; valid: {valid}")
+        chosen += [nb for nb in match if nb not in chosen]
+    return chosen
+
+
+def record(path: str | None, **results: Any) -> None:
+    """Called by a notebook: merge key results into the file `cookbook run` will collect."""
+    if not path:
+        return
+    target = Path(path)
+    data = json.loads(target.read_text()) if target.exists() else {}
+    data.update(results)
+    target.write_text(json.dumps(data, indent=2, default=str))
+
+
+@dataclass
+class NotebookRun:
+    notebook: str
+    status: str  # "passed" or "failed"
+    seconds: float
+    engine: str | None = None
+    variant: str | None = None
+    model: str | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    executed: str | None = None
+
+
+def _error_excerpt(exc: BaseException, limit: int = 1500) -> str:
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    text = f"{ename}: {evalue}"
+    return _redact(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _redact(text: str) -> str:
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 8:
+            text = text.replace(value, f"<{name}>")
+    return text
+
+
+def run_one(
+    notebook: Path, out_dir: Path, parameters: dict[str, Any], cell_timeout_s: float
+) -> NotebookRun:
+    import papermill
+
+    results_path = out_dir / f"{notebook.stem}.results.json"
+    results_path.unlink(missing_ok=True)
+    executed = out_dir / notebook.name
+    started = time.monotonic()
+    error = None
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(executed),
+            parameters={**parameters, "RESULTS_PATH": str(results_path)},
+            cwd=str(NOTEBOOKS_DIR), kernel_name="python3", execution_timeout=cell_timeout_s,
+            progress_bar=False, log_output=False,
+        )  # fmt: skip
+    except Exception as exc:  # papermill's execution error, a timeout, a dead kernel
+        error = _error_excerpt(exc)
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    return NotebookRun(
+        notebook=notebook.stem,
+        status="failed" if error else "passed",
+        seconds=round(time.monotonic() - started, 1),
+        engine=results.pop("engine", parameters.get("ENGINE")),
+        variant=results.pop("variant", parameters.get("VARIANT")),
+        model=results.pop("model", None),
+        results=results,
+        error=error,
+        executed=str(executed),
+    )
+
+
+def run(
+    notebooks: list[Path],
+    out_dir: Path = DEFAULT_OUT,
+    engine: str = "auto",
+    variant: str | None = None,
+    cell_timeout_s: float = CELL_TIMEOUT_S,
+    echo=print,
+) -> list[NotebookRun]:
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunnerError(f"cannot write to {out_dir}: {exc}") from None
+    parameters: dict[str, Any] = {"ENGINE": engine}
+    if variant:
+        parameters["VARIANT"] = variant
+    runs: list[NotebookRun] = []
+    total = time.monotonic()
+    for notebook in notebooks:
+        echo(f"[run] {notebook.stem} ...", flush=True)
+        result = run_one(notebook, out_dir, parameters, cell_timeout_s)
+        runs.append(result)
+        failure = f" -- {result.error.splitlines()[0]}" if result.error else ""
+        echo(
+            f"[run] {notebook.stem}: {result.status} in {result.seconds:.0f} s{failure}", flush=True
+        )
+        write_summary(out_dir, runs, time.monotonic() - total)
+    return runs
+
+
+def write_summary(out_dir: Path, runs: list[NotebookRun], seconds: float) -> Path:
+    path = Path(out_dir) / "summary.json"
+    data = {
+        "seconds": round(seconds, 1),
+        "passed": sum(r.status == "passed" for r in runs),
+        "failed": sum(r.status == "failed" for r in runs),
+        "notebooks": [asdict(r) for r in runs],
+    }
+    path.write_text(_redact(json.dumps(data, indent=2, default=str)))
+    return path

@@ -1,0 +1,95 @@
+"""The notebooks as files: stripped, parameterised, badged; and the runner's own logic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import runner
+from helpers.recipes import load_recipes
+
+NOTEBOOKS = runner.available()
+STANDARD_PARAMETERS = {
+    "ENGINE",
+    "VARIANT",
+    "MODEL",
+    "BASE_URL",
+    "API_KEY",
+    "HW",
+    "STARTUP_TIMEOUT_S",
+    "RESULTS_PATH",
+}
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no numbered notebooks in notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs_or_widget_state(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"{path.name}: strip outputs"
+            )
+    assert "widgets" not in nb.metadata, f"{path.name}: widget state is committed"
+    nbformat.validate(nb)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_comes_first(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert "parameters" in first_code.metadata.get("tags", [])
+    names = {
+        line.split("=", 1)[0].strip() for line in first_code.source.splitlines() if "=" in line
+    }
+    assert names >= STANDARD_PARAMETERS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_colab_badge_and_install_point_at_the_project(path: Path):
+    project = load_recipes().project
+    text = path.read_text()
+    assert project.colab_url(path.name) in text
+    assert f"https://github.com/{project.github_repo}" in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_stops_its_server(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    last_code = [c for c in nb.cells if c.cell_type == "code"][-1]
+    source = " ".join(last_code.source.split())
+    assert "server.stop()" in source and "record( RESULTS_PATH" in source.replace(
+        "record(RESULTS_PATH", "record( RESULTS_PATH"
+    )
+
+
+def test_select_by_number_name_and_path():
+    first = NOTEBOOKS[0]
+    number = first.stem.split("_")[0]
+    assert runner.select([number]) == [first]
+    assert runner.select([first.stem, str(first)]) == [first]
+    assert runner.select(None) == NOTEBOOKS
+    with pytest.raises(runner.RunnerError, match=r"unknown notebook '99_nope'; valid: 0"):
+        runner.select(["99_nope"])
+
+
+def test_record_merges_results(tmp_path):
+    path = tmp_path / "r.json"
+    runner.record(str(path), engine="cpu", chunks=3)
+    runner.record(str(path), chunks=4, model="m")
+    assert json.loads(path.read_text()) == {"engine": "cpu", "chunks": 4, "model": "m"}
+    runner.record(None, ignored=True)  # outside `cookbook run`: nothing to do
+
+
+def test_summary_redacts_secrets(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_canary_value_123")
+    run = runner.NotebookRun("01_chat", "failed", 1.0, error="boom hf_canary_value_123")
+    path = runner.write_summary(tmp_path, [run], 1.0)
+    text = path.read_text()
+    assert "hf_canary_value_123" not in text and "<HF_TOKEN>" in text

@@ -1,0 +1,60 @@
+"""Every notebook executed end to end on the CPU engine, as `cookbook run` does it.
+
+HF_TOKEN is set to a canary for the run: it must not appear in any executed notebook, server log
+or the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import runner
+
+CANARY = "hf_CANARY_do_not_leak_4f1c9e"
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, cookbook_exe):
+    out = tmp_path_factory.mktemp("run")
+    logs = out / "logs"
+    env = {**os.environ, "HF_TOKEN": CANARY, "COOKBOOK_LOG_DIR": str(logs)}
+    proc = subprocess.run([cookbook_exe, "run", "--engine", "cpu", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=3000)  # fmt: skip
+    return out, logs, proc
+
+
+def test_every_notebook_passes(executed):
+    out, _, proc = executed
+    summary = json.loads((out / "summary.json").read_text())
+    failures = {n["notebook"]: n["error"] for n in summary["notebooks"] if n["status"] != "passed"}
+    assert failures == {}, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0
+    assert [n["notebook"] for n in summary["notebooks"]] == [p.stem for p in runner.available()]
+    for entry in summary["notebooks"]:
+        assert entry["engine"] == "cpu" and entry["model"].startswith("fixture/"), entry
+        assert Path(entry["executed"]).exists()
+
+
+def test_the_canary_token_leaks_nowhere(executed):
+    out, logs, _ = executed
+    files = [*out.rglob("*.ipynb"), *out.rglob("*.json"), *logs.rglob("*.log")]
+    assert any(p.suffix == ".log" for p in files), "the servers' logs should be there to check"
+    leaked = [str(p) for p in files if CANARY in p.read_text(errors="replace")]
+    assert leaked == []
+
+
+def test_no_server_outlives_the_run(executed):
+    import psutil
+
+    fixtures = str(Path(runner.REPO_ROOT, "data", "fixtures"))
+    engines = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if fixtures in " ".join(p.info["cmdline"] or [])
+    ]
+    assert engines == []
