@@ -45,6 +45,7 @@ DEFAULT_CPU_PYTHON = REPO_ROOT / ".venvs" / "cpu-engine" / "bin" / "python"
 LOG_TAIL_LINES = 40
 STOP_GRACE_S = 10.0
 POLL_S = 0.5
+PROGRESS_STEP_S = 5
 _PORT_IN_USE = ("address already in use", "errno 98")
 
 
@@ -238,6 +239,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: connections left in TIME_WAIT do not keep a port from being served.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -560,8 +563,8 @@ class Server:
                 elapsed = time.monotonic() - started
                 if elapsed > timeout:
                     raise self._fail(f"was not ready within {timeout:.0f} s")
-                if bar is not None:
-                    bar.n = int(elapsed)
+                if bar is not None and int(elapsed) >= bar.n + PROGRESS_STEP_S:
+                    bar.n = int(elapsed)  # a few refreshes, not one per poll, keep logs short
                     bar.refresh()
                 time.sleep(POLL_S)
         finally:
@@ -569,9 +572,14 @@ class Server:
                 bar.close()
 
     # ----- stop ---------------------------------------------------------------------------------
-    def raise_if_dead(self) -> None:
-        """Raise ServerError with the log tail if the server has died."""
-        if self.owned and self._proc is not None and self._proc.poll() is not None:
+    def raise_if_dead(self, grace_s: float = 2.0) -> None:
+        """Raise ServerError with the log tail if the server has died (or dies within grace_s:
+        a client often sees the connection drop a moment before the process is reaped)."""
+        if not self.owned or self._proc is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(grace_s)
+        if self._proc.poll() is not None:
             code = self._proc.returncode
             how = f"signal {-code}" if code < 0 else f"code {code}"
             raise ServerError(
