@@ -1,19 +1,16 @@
 #!/usr/bin/env bash
-# The main job: what this machine offers, the verified matrix, and the command for its GPU.
+# The main job: what this machine offers, the verified matrix, then every notebook, executed.
+# With a GPU and SGLang the notebooks launch the verified SGLang cells; without, the CPU engine
+# serving the project's fixtures. Executed notebooks and summary.json land in runs/latest/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh main
+if ! .venv/bin/python -c "import sglang" 2>/dev/null; then
+  bash ci/setup.sh cpu-engine  # no SGLang here: the notebooks run on the CPU engine
+fi
 cookbook=.venv/bin/cookbook
 $cookbook doctor
 echo
 $cookbook matrix
-hw=$(.venv/bin/python -c "from helpers.gpu import detect; print(detect().hw or '')")
-variant=${VARIANT:-instruct}
 echo
-if [ -n "$hw" ]; then
-  echo "# The command for this machine's GPU ($hw) and $variant:"
-  $cookbook command --hw "$hw" --variant "$variant"
-else
-  echo "# No NVIDIA GPU here; the verified H100 command for $variant, for reference:"
-  $cookbook command --hw h100 --variant "$variant"
-fi
+exec $cookbook run --out runs/latest "$@"

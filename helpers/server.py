@@ -74,10 +74,15 @@ def resolve_engine(engine: str) -> str:
     return "sglang" if gpu.detect().gpus and sglang_available() else "cpu"
 
 
+def fixtures_dir() -> Path:
+    """data/fixtures, or COOKBOOK_FIXTURES_DIR (e.g. fixtures rebuilt elsewhere)."""
+    return Path(os.environ.get("COOKBOOK_FIXTURES_DIR") or FIXTURES_DIR)
+
+
 def fixture_path(variant: str, recipes: Recipes | None = None) -> Path:
     recipes = recipes or load_recipes()
     recipes.model(variant)  # a clear error for an unknown variant
-    return FIXTURES_DIR / recipes.fixtures[variant]
+    return fixtures_dir() / recipes.fixtures[variant]
 
 
 @dataclass(frozen=True)
