@@ -5,12 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import platform
-import socket
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from helpers.gpu import Detection, detect
+from helpers.server import cpu_engine_python, port_in_use
 
 PACKAGES = (
     "pydantic", "pyyaml", "openai", "httpx", "psutil", "tqdm",
@@ -20,8 +19,6 @@ PACKAGES = (
 # Ports the cookbook's commands use by default (SGLang's, the Lambda guide's, Jupyter's).
 DEFAULT_PORTS = (30000, 8000, 8888)
 ENGINE_MODULES = {"sglang": "sglang", "vllm": "vllm"}
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CPU_ENGINE_PYTHON = REPO_ROOT / ".venvs" / "cpu-engine" / "bin" / "python"
 
 
 @dataclass
@@ -48,14 +45,7 @@ def package_version(name: str) -> str | None:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As servers do: connections left in TIME_WAIT do not keep a port from being served.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+    return not port_in_use(host, port)
 
 
 def engines() -> dict[str, str]:
@@ -63,10 +53,11 @@ def engines() -> dict[str, str]:
     for label, module in ENGINE_MODULES.items():
         spec = importlib.util.find_spec(module)
         found[label] = f"importable here ({spec.origin})" if spec else "not in this environment"
+    python = cpu_engine_python()
     found["cpu"] = (
-        f"environment at {CPU_ENGINE_PYTHON.parent.parent}"
-        if CPU_ENGINE_PYTHON.exists()
-        else "not installed (see README: the CPU engine)"
+        f"environment at {python.parent.parent}"
+        if python.exists()
+        else "not installed: bash ci/setup.sh cpu-engine"
     )
     return found
 

@@ -7,17 +7,9 @@ import pytest
 from helpers import commands
 from helpers.commands import PlaceholderError, Placeholders, launch_spec, render
 from helpers.recipes import CookbookChoiceError
+from tests.reference import SERVING
 
-MODELS = {
-    "8b-a1b": "LiquidAI/LFM2.5-8B-A1B",
-    "instruct": "LiquidAI/LFM2.5-1.2B-Instruct",
-    "thinking": "LiquidAI/LFM2.5-1.2B-Thinking",
-    "350m": "LiquidAI/LFM2.5-350M",
-    "230m": "LiquidAI/LFM2.5-230M",
-    "jp": "LiquidAI/LFM2.5-1.2B-JP-202606",
-    "vl": "LiquidAI/LFM2.5-VL-1.6B",
-    "vl-450m": "LiquidAI/LFM2.5-VL-450M",
-}
+MODELS = SERVING
 # The reference's per-hardware flags (after --trust-remote-code / --model-path / --tp 1).
 HOPPER = {
     "8b-a1b": ["--reasoning-parser qwen3", "--tool-call-parser lfm2"],
