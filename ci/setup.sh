@@ -3,6 +3,7 @@
 #   ci/setup.sh main           .venv: the helpers package, notebook kernel and test tools
 #   ci/setup.sh sglang-check   .venvs/sglang-check: SGLang's own argument parser, no GPU needed
 #   ci/setup.sh cpu-engine     .venvs/cpu-engine: the CPU build of vLLM (serves the fixtures)
+#   ci/setup.sh browser        Debian's chromium + chromedriver (the real-browser test)
 #   ci/setup.sh all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,11 +88,25 @@ cpu_engine_env() {
   log "$venv ready"
 }
 
+browser_env() {  # Chromium + chromedriver for tests/test_browser.py (Debian packages)
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    log "chromium ready"; return
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing chromium + chromium-driver (apt)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    log "no chromium: tests/test_browser.py will skip (apt-get install chromium chromium-driver)"
+  fi
+}
+
 check_python
 case "${1:-all}" in
   main) main_env ;;
   sglang-check) sglang_check_env ;;
   cpu-engine) cpu_engine_env ;;
-  all) main_env; sglang_check_env; cpu_engine_env ;;
-  *) echo "usage: ci/setup.sh [main|sglang-check|cpu-engine|all]" >&2; exit 2 ;;
+  browser) browser_env ;;
+  all) main_env; sglang_check_env; cpu_engine_env; browser_env ;;
+  *) echo "usage: ci/setup.sh [main|sglang-check|cpu-engine|browser|all]" >&2; exit 2 ;;
 esac

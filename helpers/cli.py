@@ -166,6 +166,62 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if passed == len(runs) else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import math
+    import os
+
+    from helpers import bench
+
+    try:
+        settings = bench.preset(args.preset, args.scale) if args.preset else {}
+    except bench.BenchError as exc:
+        raise UsageError(f"cookbook bench: error: {exc}") from None
+    given = {
+        "endpoint": args.endpoint, "input_len": args.input_len, "output_len": args.output_len,
+        "num_prompts": args.num_prompts, "max_concurrency": args.max_concurrency,
+    }  # fmt: skip
+    settings.update({k: v for k, v in given.items() if v is not None})
+    slo = {}
+    for item in args.goodput or []:
+        name, _, value = item.partition(":")
+        try:
+            slo[name] = float(value)
+        except ValueError:
+            raise UsageError(
+                f"cookbook bench: error: --goodput {item!r}: expected NAME:MS, e.g. ttft:500"
+            ) from None
+    try:
+        config = bench.BenchConfig(
+            base_url=args.base_url,
+            model=args.model,
+            api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+            request_rate=math.inf if args.request_rate is None else args.request_rate,
+            burstiness=args.burstiness,
+            range_ratio=args.range_ratio,
+            range_convention=args.range_convention,
+            warmup=args.warmup,
+            ignore_eos=not args.no_ignore_eos,
+            seed=args.seed,
+            request_timeout_s=args.request_timeout,
+            run_timeout_s=args.run_timeout,
+            goodput_slo_ms=slo,
+            preset=args.preset,
+            **settings,
+        )
+        run = bench.run_benchmark(config, progress=not args.no_progress, log=print)
+    except bench.BenchError as exc:
+        raise UsageError(f"cookbook bench: error: {exc}") from None
+    result = run.result()
+    print()
+    print(bench.summary_table({"this run": {**result, "failed": run.metrics.failed}}))
+    if run.interrupted:
+        print(f"\nended early: {run.interrupted}; the finished requests are kept")
+    if args.out:
+        path, lines = run.save(args.out)
+        print(f"\nwrote {path} and {lines}")
+    return 0 if run.metrics.completed and not run.interrupted else 1
+
+
 def _doctor(args: argparse.Namespace) -> int:
     report = doctor.run()
     print(json.dumps(report.to_json(), indent=2) if args.json else doctor.format_report(report))
@@ -218,6 +274,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default: a free one)")
     p.add_argument("--show-key", action="store_true", help="print this launch's API key")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("bench", help="benchmark a running server (streaming, vLLM-style metrics)")
+    p.add_argument("--base-url", required=True, help="the server, e.g. http://127.0.0.1:30000/v1")
+    p.add_argument("--api-key", help="its key (default: $OPENAI_API_KEY)")
+    p.add_argument("--model", required=True, help="the served model name")
+    p.add_argument("--preset", help="a workload of data/benchmarks.yaml (flags below override it)")
+    p.add_argument("--scale", default="gpu", choices=["gpu", "cpu"],
+                   help="cpu: the preset's scaled-down version")  # fmt: skip
+    p.add_argument("--endpoint", choices=["completions", "chat"])
+    p.add_argument("--input-len", type=int, help="prompt tokens (exact)")
+    p.add_argument("--output-len", type=int, help="output tokens (ignore_eos on by default)")
+    p.add_argument("--num-prompts", type=int)
+    p.add_argument("--max-concurrency", type=int)
+    p.add_argument("--request-rate", type=float, help="requests/s (default: all at once)")
+    p.add_argument("--burstiness", type=float, default=1.0, help="1 = Poisson arrivals")
+    p.add_argument("--range-ratio", type=float, default=0.0)
+    p.add_argument("--range-convention", choices=["vllm", "sglang"], default="vllm",
+                   help="vllm: U[L(1-r), L(1+r)]; sglang: U[L*r, L]")  # fmt: skip
+    p.add_argument("--warmup", type=int, default=1, help="warmup requests (not measured)")
+    p.add_argument("--no-ignore-eos", action="store_true", help="let requests stop at EOS")
+    p.add_argument("--goodput", nargs="+", metavar="NAME:MS", help="SLOs, e.g. ttft:500 tpot:50")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
+    p.add_argument("--run-timeout", type=float, help="seconds for the whole run")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", help="result JSON (a .requests.jsonl is written beside it)")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser(
         "doctor", help="Python, packages, GPU, engines and free ports on this machine"

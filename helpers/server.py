@@ -44,6 +44,9 @@ FIXTURES_DIR = REPO_ROOT / "data" / "fixtures"
 DEFAULT_CPU_PYTHON = REPO_ROOT / ".venvs" / "cpu-engine" / "bin" / "python"
 LOG_TAIL_LINES = 40
 STOP_GRACE_S = 10.0
+# A server that never became ready has nothing to finish: a short grace before SIGKILL keeps an
+# interrupted or failed start within seconds even on a loaded machine.
+ABORT_GRACE_S = 2.0
 POLL_S = 0.5
 PROGRESS_STEP_S = 5
 _PORT_IN_USE = ("address already in use", "errno 98")
@@ -310,8 +313,11 @@ class Server:
         log_dir: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
         progress: bool = True,
+        secret_env: dict[str, str] | None = None,
     ):
         self.variant, self.engine_requested = variant, engine
+        # Added to the engine's environment only: never in the command, the plan, logs or errors.
+        self._secret_env = dict(secret_env or {})
         self.host, self.requested_port = host, port
         self._plan_args = dict(
             model=model,
@@ -435,11 +441,11 @@ class Server:
                     return self
                 except ServerStartError as exc:
                     lost_race = any(m in self.log_tail().lower() for m in _PORT_IN_USE)
-                    self._cleanup()
+                    self._cleanup(ABORT_GRACE_S)
                     if not (lost_race and attempt < attempts):
                         raise exc from None
                 except BaseException:  # KeyboardInterrupt included: never leave it running
-                    self._cleanup()
+                    self._cleanup(ABORT_GRACE_S)
                     raise
         return self
 
@@ -466,7 +472,7 @@ class Server:
         self._log_file = self.log_path.open("ab")
         self._log_file.write(f"$ {self.plan.display}\n".encode())
         self._log_file.flush()
-        env = {**os.environ, **self.plan.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.plan.env, **self._secret_env, "PYTHONUNBUFFERED": "1"}
         argv = list(self.plan.argv)
         if self.plan.api_key_env:
             env[self.plan.api_key_env] = self.api_key  # in the environment, not the command line

@@ -1,0 +1,106 @@
+"""Fidelity: the cookbook's harness against `vllm bench serve`, same server, same workload.
+
+The two harnesses run interleaved (ours, vLLM's, ours, ...; the order alternates each round) so
+that drift on a noisy machine hits both alike. Printed and saved: per-round figures and the ratio
+ours / vLLM's of the round means for output tok/s, mean TTFT and mean TPOT (goal: 1 +- 0.03).
+
+    .venv/bin/python benchmarks/fidelity.py [--rounds 3] [--out benchmarks/results/fidelity.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from helpers import bench
+from helpers.server import Server, cpu_engine_python, fixture_path
+
+COMPARED = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2el_ms")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--variant", default="instruct")
+    ap.add_argument("--endpoint", default="completions", choices=["completions", "chat"])
+    ap.add_argument("--input-len", type=int, default=128)
+    ap.add_argument("--output-len", type=int, default=64)
+    ap.add_argument("--num-prompts", type=int, default=24)
+    ap.add_argument("--max-concurrency", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/fidelity.json"))
+    args = ap.parse_args()
+
+    runs: dict[str, list[dict]] = {"cookbook": [], "vllm": []}
+    with (
+        Server(args.variant, engine="cpu", progress=False) as server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        config = bench.BenchConfig(
+            base_url=server.base_url, model=server.model, api_key=server.api_key,
+            endpoint=args.endpoint, input_len=args.input_len, output_len=args.output_len,
+            num_prompts=args.num_prompts, max_concurrency=args.max_concurrency, warmup=2,
+        )  # fmt: skip
+        tokenizer = str(fixture_path(args.variant))
+        prompts = None
+        for n in range(args.rounds):
+            order = ("cookbook", "vllm") if n % 2 == 0 else ("vllm", "cookbook")
+            for tool in order:
+                t = time.time()
+                if tool == "cookbook":
+                    if prompts is None:
+                        tok = bench.ServerTokenizer(config)
+                        prompts = bench.build_dataset(config, tok)
+                        tok.close()
+                    run = bench.run_benchmark(
+                        config, prompts=prompts, progress=False, log=lambda _: None
+                    )
+                    path = Path(tmp) / f"cookbook-{n}.json"
+                    run.save(path)
+                else:
+                    path = Path(tmp) / f"vllm-{n}.json"
+                    argv = bench.vllm_bench_argv(config, cpu_engine_python(), tokenizer, path)
+                    bench.run_reference(argv, server.api_key, timeout_s=900)
+                result = bench.load_result(path)
+                runs[tool].append(result)
+                print(
+                    f"round {n + 1} {tool:<9} {result['output_throughput']:8.1f} tok/s  "
+                    f"TTFT {result['mean_ttft_ms']:8.1f} ms  "
+                    f"TPOT {result['mean_tpot_ms']:7.2f} ms  "
+                    f"failed {result['failed']}  ({time.time() - t:.0f} s)",
+                    flush=True,
+                )
+
+    means = {
+        tool: {k: statistics.fmean(r[k] for r in rows) for k in COMPARED}
+        for tool, rows in runs.items()
+    }
+    ratios = {k: means["cookbook"][k] / means["vllm"][k] for k in COMPARED}
+    print()
+    print(f"{'metric':<22}{'cookbook':>12}{'vllm':>12}{'ratio':>9}  goal 1 +- 0.03")
+    for k in COMPARED:
+        ok = "ok" if abs(ratios[k] - 1) <= 0.03 else "OUTSIDE"
+        goal = ok if k in COMPARED[:3] else "(info)"
+        print(
+            f"{k:<22}{means['cookbook'][k]:>12.2f}{means['vllm'][k]:>12.2f}"
+            f"{ratios[k]:>9.3f}  {goal}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "what": "cookbook harness vs vllm bench serve, interleaved, against the CPU engine",
+        "machine": f"{platform.machine()}, {platform.system()}, python {sys.version.split()[0]}",
+        "workload": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "server": f"CPU engine (vLLM 0.32 CPU) serving {tokenizer} (a tiny fixture, not LFM2.5)",
+        "runs": runs, "means": means, "ratios": ratios,
+    }, indent=2, default=str) + "\n")  # fmt: skip
+    print(f"\nwrote {args.out}")
+    return 0 if all(abs(ratios[k] - 1) <= 0.03 for k in COMPARED[:3]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
