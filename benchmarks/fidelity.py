@@ -10,6 +10,7 @@ ours / vLLM's of the round means for output tok/s, mean TTFT and mean TPOT (goal
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -47,16 +48,18 @@ def main() -> int:
             num_prompts=args.num_prompts, max_concurrency=args.max_concurrency, warmup=2,
         )  # fmt: skip
         tokenizer = str(fixture_path(args.variant))
-        prompts = None
         for n in range(args.rounds):
+            # A fresh dataset each round (seed = round) for both tools: the server's prefix cache
+            # must not favour whichever harness repeats its prompts.
+            config = dataclasses.replace(config, seed=n)
             order = ("cookbook", "vllm") if n % 2 == 0 else ("vllm", "cookbook")
             for tool in order:
                 t = time.time()
                 if tool == "cookbook":
-                    if prompts is None:
-                        tok = bench.ServerTokenizer(config)
-                        prompts = bench.build_dataset(config, tok)
-                        tok.close()
+                    tok = bench.ServerTokenizer(config)
+                    prompts = bench.build_dataset(config, tok)
+                    tok.close()
+                    t = time.time()
                     run = bench.run_benchmark(
                         config, prompts=prompts, progress=False, log=lambda _: None
                     )

@@ -20,6 +20,7 @@ Conventions (the same as `vllm bench serve`; where `sglang.bench_serving` differ
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import random
@@ -457,14 +458,34 @@ def _meets(r: RequestRecord, slo_ms: dict[str, float]) -> bool:
 # --------------------------------------------------------------------------- the client
 
 
-def _is_token_chunk(payload: bytes) -> tuple[bool, dict[str, Any] | None]:
-    """(carries output, usage). Most chunks are recognised without parsing their JSON: that is
-    what lets one core ingest thousands of streams; anything unusual is parsed."""
-    has_usage = b'"usage":{' in payload or b'"usage": {' in payload
-    if not has_usage and (b'"choices":[{' in payload or b'"choices": [{' in payload):
-        return True, None
-    data = json.loads(payload)
-    return bool(data.get("choices")), data.get("usage")
+_TOKEN_CHUNK = b'"choices":[{'
+_USAGE = b'"usage":{'
+
+
+def _scan(messages: list[bytes], record: RequestRecord) -> int:
+    """Count the token chunks among complete SSE messages; take usage from the one that has it.
+
+    The common chunk is recognised without parsing its JSON (compact JSON with a non-empty
+    `choices` and no usage): that is what lets one core ingest a fast GPU's streams. Anything
+    else (usage, unusual spacing) is parsed."""
+    n = 0
+    for message in messages:
+        if _TOKEN_CHUNK in message and _USAGE not in message:
+            n += 1
+            continue
+        if not message.startswith(b"data:"):
+            continue  # SSE comments and keep-alives
+        payload = message[5:].strip()
+        if not payload or payload == b"[DONE]":
+            continue
+        data = json.loads(payload)
+        if data.get("choices"):
+            n += 1
+        usage = data.get("usage")
+        if usage:
+            record.output_tokens = usage.get("completion_tokens")
+            record.prompt_tokens = usage.get("prompt_tokens")
+    return n
 
 
 def request_body(config: BenchConfig, prompt: Prompt) -> dict[str, Any]:
@@ -491,8 +512,8 @@ async def _one_request(session, url: str, headers, config, prompt, record, semap
     async with semaphore:
         st = time.perf_counter()
         record.start_s, record.queue_s = st, st - queued
-        last = st
-        buffer = b""
+        times = record.chunk_times_s  # seconds after st, one entry per token chunk
+        pending = b""
         try:
             async with session.post(
                 url, json=request_body(config, prompt), headers=headers
@@ -502,32 +523,21 @@ async def _one_request(session, url: str, headers, config, prompt, record, semap
                     record.error = f"HTTP {resp.status}: {text}"
                     return
                 async for data in resp.content.iter_any():
-                    buffer += data
-                    while True:
-                        end = buffer.find(b"\n\n")
-                        if end < 0:
-                            break
-                        message, buffer = buffer[:end], buffer[end + 2 :]
-                        if not message.startswith(b"data:"):
-                            continue  # SSE comments and keep-alives
-                        payload = message[5:].strip()
-                        if payload == b"[DONE]":
-                            continue
-                        now = time.perf_counter()
-                        carries, usage = _is_token_chunk(payload)
-                        if carries:
-                            if record.token_chunks == 0:
-                                record.ttft_s = now - st
-                            else:
-                                record.itl_s.append(now - last)
-                            record.token_chunks += 1
-                            record.chunk_times_s.append(now - st)
-                            last = now
-                        if usage:
-                            record.output_tokens = usage.get("completion_tokens")
-                            record.prompt_tokens = usage.get("prompt_tokens")
-            if record.token_chunks:
-                record.success, record.e2el_s = True, last - st
+                    # Chunks that arrive in one read share its timestamp: they did arrive together.
+                    now = time.perf_counter() - st
+                    messages = (pending + data if pending else data).split(b"\n\n")
+                    pending = messages.pop()
+                    n = _scan(messages, record)
+                    if n:
+                        times.extend([now] * n)
+                if pending.strip():
+                    n = _scan([pending], record)
+                    times.extend([time.perf_counter() - st] * n)
+            if times:
+                record.token_chunks = len(times)
+                record.ttft_s, record.e2el_s = times[0], times[-1]
+                record.itl_s = [b - a for a, b in itertools.pairwise(times)]
+                record.success = True
             else:
                 record.error = "the stream ended without a token chunk"
         except asyncio.CancelledError:
