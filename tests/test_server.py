@@ -152,7 +152,11 @@ def test_server_killed_mid_request_is_reported_with_the_log_tail():
 def _owner_script(body: str) -> list[str]:
     code = textwrap.dedent(
         """
-        import json, sys, time
+        import faulthandler, json, signal, sys, time
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's view on a hang
+        # An interactive Python's Ctrl-C handler, even when CI's shell started us with SIGINT
+        # ignored (background jobs of a non-interactive shell inherit SIG_IGN for it).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from helpers.server import Server
         """
     ) + textwrap.dedent(body)
@@ -207,7 +211,19 @@ def test_sigint_while_starting_stops_everything():
         time.sleep(3)
         sent = time.monotonic()
         owner.send_signal(signal.SIGINT)
-        owner.wait(FAILURE_BUDGET_S)
+        try:
+            owner.wait(FAILURE_BUDGET_S)
+        except subprocess.TimeoutExpired:
+            children = [
+                (c.pid, c.status(), c.cmdline()[:3]) for c in psutil.Process(owner.pid).children()
+            ]
+            owner.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to stderr
+            time.sleep(2)
+            owner.kill()
+            raise AssertionError(
+                f"the owner ignored SIGINT for {FAILURE_BUDGET_S} s; children {children}; "
+                f"stderr:\n{owner.communicate()[1][-4000:]}"
+            ) from None
         assert time.monotonic() - sent < FAILURE_BUDGET_S
         assert "KeyboardInterrupt" in owner.stderr.read()
         assert_all_gone(engine.pid, port)
