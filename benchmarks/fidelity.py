@@ -10,8 +10,10 @@ ours / vLLM's of the round means for output tok/s, mean TTFT and mean TPOT (goal
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import sys
@@ -21,6 +23,17 @@ from pathlib import Path
 
 from helpers import bench
 from helpers.server import Server, cpu_engine_python, fixture_path
+
+
+def pin_threads(pid: int, cores: set[int]) -> None:
+    """Every thread of a process (and of its children) onto `cores`."""
+    import psutil
+
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        for thread in proc.threads():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                os.sched_setaffinity(thread.id, cores)
+
 
 COMPARED = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2el_ms")
 
@@ -35,6 +48,10 @@ def main() -> int:
     ap.add_argument("--num-prompts", type=int, default=24)
     ap.add_argument("--max-concurrency", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/fidelity.json"))
+    ap.add_argument(
+        "--no-pin", action="store_true",
+        help="do not give the server its own core (the clients then compete with it for CPU)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     runs: dict[str, list[dict]] = {"cookbook": [], "vllm": []}
@@ -48,18 +65,33 @@ def main() -> int:
             num_prompts=args.num_prompts, max_concurrency=args.max_concurrency, warmup=2,
         )  # fmt: skip
         tokenizer = str(fixture_path(args.variant))
+        cores = sorted(os.sched_getaffinity(0))
+        pinned = not args.no_pin and len(cores) >= 2
+        if pinned:
+            # The server on the last core, both clients (this process, and vLLM's as our child)
+            # on the first: a client's own CPU use cannot slow the server it measures.
+            pin_threads(server.pid, {cores[-1]})
+            os.sched_setaffinity(0, {cores[0]})
         for n in range(args.rounds):
-            # A fresh dataset each round (seed = round) for both tools: the server's prefix cache
-            # must not favour whichever harness repeats its prompts.
-            config = dataclasses.replace(config, seed=n)
+            # Each tool gets its own fresh prompts from the same generator (seeds 2n and 2n+1):
+            # only the harnesses differ (vLLM reads ours through its `custom` dataset; its random
+            # dataset's prompts load this server differently), and neither tool's run finds the
+            # other's prompts in the server's prefix cache.
+            datasets = {}
+            for i, tool in enumerate(("cookbook", "vllm")):
+                tok = bench.ServerTokenizer(config)
+                datasets[tool] = bench.build_dataset(
+                    dataclasses.replace(config, seed=2 * n + i), tok
+                )
+                tok.close()
+            prompts = datasets["cookbook"]
+            prompts_file = bench.write_prompts_jsonl(
+                datasets["vllm"][config.warmup :], Path(tmp) / f"prompts-{n}.jsonl"
+            )
             order = ("cookbook", "vllm") if n % 2 == 0 else ("vllm", "cookbook")
             for tool in order:
                 t = time.time()
                 if tool == "cookbook":
-                    tok = bench.ServerTokenizer(config)
-                    prompts = bench.build_dataset(config, tok)
-                    tok.close()
-                    t = time.time()
                     run = bench.run_benchmark(
                         config, prompts=prompts, progress=False, log=lambda _: None
                     )
@@ -67,7 +99,9 @@ def main() -> int:
                     run.save(path)
                 else:
                     path = Path(tmp) / f"vllm-{n}.json"
-                    argv = bench.vllm_bench_argv(config, cpu_engine_python(), tokenizer, path)
+                    argv = bench.vllm_bench_argv(
+                        config, cpu_engine_python(), tokenizer, path, prompts_file
+                    )
                     bench.run_reference(argv, server.api_key, timeout_s=900)
                 result = bench.load_result(path)
                 runs[tool].append(result)
@@ -98,6 +132,7 @@ def main() -> int:
         "what": "cookbook harness vs vllm bench serve, interleaved, against the CPU engine",
         "machine": f"{platform.machine()}, {platform.system()}, python {sys.version.split()[0]}",
         "workload": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "pinned": "server on its own core, clients on another" if pinned else "not pinned",
         "server": f"CPU engine (vLLM 0.32 CPU) serving {tokenizer} (a tiny fixture, not LFM2.5)",
         "runs": runs, "means": means, "ratios": ratios,
     }, indent=2, default=str) + "\n")  # fmt: skip

@@ -861,26 +861,52 @@ def summary_table(rows: dict[str, dict[str, Any]], fields: Sequence[str] | None 
 VLLM_BENCH_SHIM = Path(__file__).resolve().parent.parent / "ci" / "bench" / "vllm_bench_serve.py"
 
 
+def write_prompts_jsonl(prompts: Sequence[Prompt], path: str | Path) -> Path:
+    """The prompts as vLLM's `custom` dataset reads them (one {"prompt": ...} per line)."""
+    path = Path(path)
+    with path.open("w") as f:
+        for p in prompts:
+            f.write(json.dumps({"prompt": p.text, "output_tokens": p.output_len}) + "\n")
+    return path
+
+
 def vllm_bench_argv(
-    config: BenchConfig, python: str | Path, tokenizer: str, result_file: str | Path
+    config: BenchConfig,
+    python: str | Path,
+    tokenizer: str,
+    result_file: str | Path,
+    prompts_file: str | Path | None = None,
 ) -> list[str]:
-    """`vllm bench serve` on the same workload (vLLM's random dataset, the same lengths, range
-    ratio in vLLM's convention), writing its own result JSON. The API key goes in the
-    environment (OPENAI_API_KEY), never on the command line."""
+    """`vllm bench serve` on the same workload, writing its own result JSON: vLLM's random
+    dataset with the same lengths (range ratio in vLLM's convention), or, with `prompts_file`
+    (write_prompts_jsonl), exactly our prompts through its `custom` dataset. The API key goes in
+    the environment (OPENAI_API_KEY), never on the command line."""
     if config.range_convention != "vllm":
         raise BenchError("vllm bench serve takes the range ratio in the vllm convention only")
     chat = config.endpoint == "chat"
     result_file = Path(result_file)
+    if prompts_file is None:
+        dataset = [
+            "--dataset-name", "random",
+            "--random-input-len", str(config.input_len),
+            "--random-output-len", str(config.output_len),
+            "--random-range-ratio", str(config.range_ratio),
+        ]  # fmt: skip
+    else:
+        if config.range_ratio:
+            raise BenchError("a prompts file carries one output length: use range_ratio 0")
+        dataset = [
+            "--dataset-name", "custom", "--dataset-path", str(prompts_file),
+            "--custom-output-len", str(config.output_len),
+            "--skip-chat-template", "--disable-shuffle",
+        ]  # fmt: skip
     argv = [
         str(python), str(VLLM_BENCH_SHIM),
         "--backend", "openai-chat" if chat else "openai",
         "--base-url", config.server_root,
         "--endpoint", "/v1/chat/completions" if chat else "/v1/completions",
         "--model", config.model, "--tokenizer", tokenizer,
-        "--dataset-name", "random",
-        "--random-input-len", str(config.input_len),
-        "--random-output-len", str(config.output_len),
-        "--random-range-ratio", str(config.range_ratio),
+        *dataset,
         "--num-prompts", str(config.num_prompts),
         "--num-warmups", str(config.warmup),
         "--temperature", str(config.temperature),
