@@ -28,7 +28,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -543,7 +543,7 @@ async def _one_request(session, url: str, headers, config, prompt, record, semap
         except asyncio.CancelledError:
             record.error = record.error or "cancelled before it finished"
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
             record.error = f"{type(exc).__name__}: {exc}"[:500]
 
 
@@ -681,7 +681,7 @@ async def _run_async(config, prompts, records, state, progress) -> None:
         state["tasks"] = tasks
         try:
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=config.run_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             state["interrupted"] = f"run timeout of {config.run_timeout_s} s"
             for t in tasks:
                 t.cancel()
@@ -740,7 +740,7 @@ def run_benchmark(
 ) -> BenchRun:
     """Run one benchmark and return its records and metrics. Ctrl-C or a run timeout ends it
     early; the requests finished so far are kept and the run says why it ended."""
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     if prompts is None:
         own = tokenizer is None
         tokenizer = tokenizer or ServerTokenizer(config)

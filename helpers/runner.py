@@ -68,10 +68,16 @@ class NotebookRun:
     executed: str | None = None
 
 
-def _error_excerpt(exc: BaseException, limit: int = 1500) -> str:
+def _error_excerpt(exc: BaseException, limit: int = 1500, tail_lines: int = 20) -> str:
+    """The error's first line(s) and its last lines: a server's start failure ends with its log
+    tail, which is where the cause is, so a long message keeps both ends."""
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
     text = f"{ename}: {evalue}"
-    return _redact(text if len(text) <= limit else text[: limit - 3] + "...")
+    if len(text) > limit:
+        tail = "\n".join(text.splitlines()[-tail_lines:])[-(limit // 2) :]
+        head = text[: max(0, limit - len(tail) - 5)]
+        text = f"{head}\n...\n{tail}"
+    return _redact(text)
 
 
 def _redact(text: str) -> str:
@@ -101,6 +107,8 @@ def run_one(
         )  # fmt: skip
     except Exception as exc:  # papermill's execution error, a timeout, a dead kernel
         error = _error_excerpt(exc)
+    except KeyboardInterrupt:
+        error = "KeyboardInterrupt: the run was interrupted (Ctrl-C) during this notebook"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     return NotebookRun(
         notebook=notebook.stem,
@@ -123,7 +131,9 @@ def run(
     cell_timeout_s: float = CELL_TIMEOUT_S,
     echo=print,
 ) -> list[NotebookRun]:
-    out_dir = Path(out_dir)
+    # Absolute: the notebooks run with notebooks/ as their working directory, and write their
+    # results to RESULTS_PATH there.
+    out_dir = Path(out_dir).resolve()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -137,6 +147,10 @@ def run(
         echo(f"[run] {notebook.stem} ...", flush=True)
         result = run_one(notebook, out_dir, parameters, cell_timeout_s)
         runs.append(result)
+        if result.error and result.error.startswith("KeyboardInterrupt"):
+            # Keep what ran so far, this notebook marked as interrupted, then stop.
+            write_summary(out_dir, runs, time.monotonic() - total)
+            raise KeyboardInterrupt
         failure = f" -- {result.error.splitlines()[0]}" if result.error else ""
         echo(
             f"[run] {notebook.stem}: {result.status} in {result.seconds:.0f} s{failure}", flush=True

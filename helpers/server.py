@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,11 +130,20 @@ def plan_launch(
     port: int = 30000,
     startup_timeout_s: float | None = None,
     extra_args: tuple[str, ...] = (),
+    tp: int | None = None,
     recipes: Recipes | None = None,
 ) -> LaunchPlan:
-    """Decide the command line for a variant on an engine (nothing is started)."""
+    """Decide the command line for a variant on an engine (nothing is started).
+
+    `tp` is the Playground's TP override: it rewrites the SGLang cell's --tp exactly as the
+    Playground shows it; the vllm and cpu engines keep their own single-device launch."""
     recipes = recipes or load_recipes()
     engine = resolve_engine(engine)
+    tp_note = (
+        (f"TP override {tp} applies to the SGLang command only; the {engine} engine runs unsplit.",)
+        if tp is not None and engine != "sglang"
+        else ()
+    )
     hf_id = recipes.model(variant).hf_id
     where = ["--host", host, "--port", str(port)]
     if engine == "cpu":
@@ -162,7 +170,7 @@ def plan_launch(
             )
             if model is None
             else ()
-        )
+        ) + tp_note
         return LaunchPlan(
             "cpu",
             variant,
@@ -203,6 +211,7 @@ def plan_launch(
             path,
             startup_timeout_s or engine_data.startup_timeout_s,
             False,
+            tp_note,
         )
     # sglang: the verified (or derived) cell, with this launch's host and port.
     hw = hw or gpu.detect().hw
@@ -212,8 +221,10 @@ def plan_launch(
             f"(valid: {', '.join(recipes.hardware)}) or use engine='cpu'"
         )
     spec = commands.launch_spec(hw, variant, recipes=recipes)
+    if tp is not None:
+        spec = commands.with_tp(spec, tp, recipes)
     values = commands.Placeholders.resolve({"HOST_IP": host, "PORT": port}, recipes=recipes)
-    env, argv = commands.server_argv(spec, values)
+    env, argv = commands.server_argv(spec, values, recipes)
     program = shlex.split(recipes.deploy.program)
     exe = Path(sys.executable).parent / program[0]
     argv = [str(exe) if exe.exists() else program[0], *argv[1:]]
@@ -284,7 +295,8 @@ def write_sglang_key_config(api_key: str) -> str:
     return path
 
 
-_LIVE: weakref.WeakSet[Server] = weakref.WeakSet()
+# Strong references: a started server nobody holds any more must still be stopped at exit.
+_LIVE: set[Server] = set()
 
 
 @atexit.register
@@ -312,6 +324,7 @@ class Server:
         startup_timeout_s: float | None = None,
         log_dir: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
+        tp: int | None = None,
         progress: bool = True,
         secret_env: dict[str, str] | None = None,
     ):
@@ -325,6 +338,7 @@ class Server:
             host=host,
             startup_timeout_s=startup_timeout_s,
             extra_args=tuple(extra_args),
+            tp=tp,
         )
         load_recipes().model(variant)  # fail now on an unknown variant
         self.log_dir = Path(log_dir) if log_dir else None

@@ -546,13 +546,10 @@ class DeployPanel:
         )
 
     def _new_server(self, secret_env: dict[str, str] | None = None):
-        from helpers.server import Server, resolve_engine
+        from helpers.server import Server
 
         selection = self.selection
         port = int(Placeholders.resolve({"PORT": selection.port}, self.recipes).PORT)
-        extra: tuple[str, ...] = ()
-        if selection.tp is not None and resolve_engine(self.engine) == "sglang":
-            extra = ("--tp-size", str(selection.tp))  # the last one given wins in argparse
         return Server(
             selection.variant,
             self.engine,
@@ -561,7 +558,7 @@ class DeployPanel:
             host=LAUNCH_HOST,
             port=port,
             startup_timeout_s=self.startup_timeout_s,
-            extra_args=extra,
+            tp=selection.tp,  # SGLang launches the Playground's command; other engines say so
             progress=False,
             secret_env=secret_env,
         )

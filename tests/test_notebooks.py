@@ -36,7 +36,12 @@ def test_committed_without_outputs_or_widget_state(path: Path):
             assert cell.outputs == [] and cell.execution_count is None, (
                 f"{path.name}: strip outputs"
             )
+        # Only tags: no papermill/execution timings or collapsed/scrolled state from a run.
+        assert set(cell.metadata) <= {"tags"}, f"{path.name}: cell metadata {set(cell.metadata)}"
     assert "widgets" not in nb.metadata, f"{path.name}: widget state is committed"
+    assert set(nb.metadata) <= {"kernelspec", "language_info", "colab"}, (
+        f"{path.name}: run metadata is committed: {set(nb.metadata)}"
+    )
     nbformat.validate(nb)
 
 
@@ -93,3 +98,29 @@ def test_summary_redacts_secrets(tmp_path, monkeypatch):
     path = runner.write_summary(tmp_path, [run], 1.0)
     text = path.read_text()
     assert "hf_canary_value_123" not in text and "<HF_TOKEN>" in text
+
+
+def test_error_excerpt_keeps_the_log_tail():
+    # A start failure: a long header and command, then the log tail that holds the cause.
+    lines = ["ServerError: the cpu server exited during start-up", "Command: " + "x" * 3000]
+    lines += [f"log line {i}" for i in range(60)] + ["ValueError: the real cause"]
+    excerpt = runner._error_excerpt(RuntimeError("\n".join(lines)))
+    assert len(excerpt) <= 1600
+    assert excerpt.startswith("RuntimeError: ServerError: the cpu server exited")
+    assert excerpt.endswith("ValueError: the real cause") and "log line 59" in excerpt
+    assert runner._error_excerpt(RuntimeError("short")) == "RuntimeError: short"
+
+
+def test_a_relative_out_dir_reaches_the_notebooks_as_an_absolute_path(tmp_path, monkeypatch):
+    # The notebooks run in notebooks/: a relative RESULTS_PATH would land (or not) there.
+    seen = {}
+
+    def fake_run_one(notebook, out_dir, parameters, cell_timeout_s):
+        seen["out_dir"] = out_dir
+        return runner.NotebookRun(notebook.stem, "passed", 0.0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    runner.run(NOTEBOOKS[:1], Path("runs/here"), echo=lambda *a, **k: None)
+    assert seen["out_dir"] == tmp_path / "runs" / "here"
+    assert (tmp_path / "runs" / "here" / "summary.json").exists()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,3 +45,14 @@ def test_sglang_check_requirements_are_pinned():
     pins = _pins([line for line in lines if line and not line.startswith("#")])
     assert "sglang" not in pins  # installed alone with --no-deps, at the gpu extra's pin
     assert pins["torch"] == "2.13.0"
+
+
+def test_side_environments_share_the_main_pins():
+    # A package pinned both for the kernel and in a side environment has one version.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    main = _pins(project["dependencies"])
+    for name in ("requirements-sglang-check.txt", "requirements-cpu-engine.txt"):
+        lines = (REPO / "ci" / name).read_text().splitlines()
+        side = _pins([line for line in lines if line and not line.startswith("#")])
+        differ = {k: (v, side[k]) for k, v in main.items() if k in side and side[k] != v}
+        assert differ == {}, f"ci/{name} disagrees with pyproject.toml: {differ}"

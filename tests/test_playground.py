@@ -41,19 +41,25 @@ def test_submit_url_carries_the_combination_and_command():
         "github.com",
         "/sgl-project/sglang/issues/new",
     )
-    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
     assert query["template"] == "3-playground-verified-cell.yml"
     assert query["title"] == "[Playground] Verified cell: h200 / vl-450m / bf16 / default / single"
     assert query["combination"] == "h200 / vl-450m / bf16 / default / single"
     assert query["model"] == "LiquidAI/lfm2.5"
     assert result.command in query["cell-snippet"]
     assert "--tp 2" in query["cell-snippet"]
+    # The verified cell it departs from, for the maintainers' diff; not the new command.
+    assert result.base_command in query["existing-cell"]
+    assert "--tp 2" not in query["existing-cell"]
+    assert "sglang-version" in query  # filled with the installed SGLang, else left to the user
 
 
 def test_derived_recipe_is_not_verified_even_without_overrides():
     result = playground("l4", "instruct")
     assert not result.verified and result.added == [] and result.removed == []
     assert result.submit_url is not None and "l4+%2F+instruct" in result.submit_url
+    query = {k: v[0] for k, v in parse_qs(urlsplit(result.submit_url).query).items()}
+    assert query.get("existing-cell", "") == ""  # a derived recipe is no verified cell
 
 
 def test_invalid_tp_lists_valid_values():

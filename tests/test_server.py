@@ -236,6 +236,12 @@ def _port_of(engine: psutil.Process) -> int:
     return int(args[args.index("--port") + 1])
 
 
+def _log_tail_of(message: str) -> str:
+    """The part of a start error that was copied from the engine's log (after the Log: line)."""
+    assert "\nLog: " in message, message
+    return message.split("\nLog: ", 1)[1].split("\n", 1)[1]
+
+
 def test_engine_that_exits_is_reported_with_its_log():
     started = time.monotonic()
     server = Server("instruct", engine="cpu", progress=False, extra_args=("--no-such-flag",))
@@ -244,8 +250,23 @@ def test_engine_that_exits_is_reported_with_its_log():
     assert time.monotonic() - started < FAILURE_BUDGET_S
     message = str(info.value)
     assert "exited with code" in message and "before it was ready" in message
-    assert "--no-such-flag" in message  # the engine's own complaint, from the log tail
+    # The engine's own complaint, from its log, not just our Command: line.
+    assert "--no-such-flag" in _log_tail_of(message)
     assert server.log_path.exists() and not server.alive
+    assert_all_gone(server.pid, server.port)
+
+
+@pytest.mark.parametrize(
+    "model", ["LiquidAI/No-Such-Model", "/nonexistent/No-Such-Model"], ids=["hub-id", "path"]
+)
+def test_nonexistent_model_fails_fast(model):
+    started = time.monotonic()
+    server = Server("instruct", engine="cpu", model=model, progress=False)
+    with pytest.raises(ServerStartError, match="exited with code") as info:
+        server.start()
+    assert time.monotonic() - started < FAILURE_BUDGET_S
+    assert "No-Such-Model" in _log_tail_of(str(info.value))
+    assert_all_gone(server.pid, server.port)
 
 
 def test_readiness_timeout_is_reported_and_cleaned_up():
@@ -256,11 +277,3 @@ def test_readiness_timeout_is_reported_and_cleaned_up():
     assert time.monotonic() - started < FAILURE_BUDGET_S
     assert "Log: " in str(info.value)
     assert_all_gone(server.pid, server.port)
-
-
-def test_nonexistent_hub_model_fails_fast():
-    started = time.monotonic()
-    with pytest.raises(ServerStartError, match="exited with code") as info:
-        Server("instruct", engine="cpu", model="LiquidAI/No-Such-Model", progress=False).start()
-    assert time.monotonic() - started < FAILURE_BUDGET_S
-    assert "No-Such-Model" in str(info.value)

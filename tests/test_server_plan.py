@@ -52,6 +52,22 @@ def test_sglang_plan_is_the_verified_cell_on_loopback():
     assert plan.api_key_flag == "--api-key" and "--api-key" not in plan.argv
 
 
+def test_tp_override_launches_the_playground_command():
+    plain = plan_launch("8b-a1b", "sglang", hw="h100", port=31005)
+    plan = plan_launch("8b-a1b", "sglang", hw="h100", port=31005, tp=2)
+    # The Playground's --tp replaces the cell's, in its place; nothing else changes.
+    assert plan.argv.count("--tp") == 1 and "--tp-size" not in plan.argv
+    assert _pairs(plan.argv)["--tp"] == "2" and _pairs(plain.argv)["--tp"] == "1"
+    at = plan.argv.index("--tp")
+    assert plain.argv[:at] == plan.argv[:at] and plain.argv[at + 2 :] == plan.argv[at + 2 :]
+    with pytest.raises(CookbookChoiceError, match="valid: 1, 2"):
+        plan_launch("8b-a1b", "sglang", hw="h100", port=31005, tp=8)
+    cpu = plan_launch("8b-a1b", "cpu", port=31005, tp=2)
+    assert "--tp" not in cpu.argv and "TP override 2 applies to the SGLang command only" in (
+        " ".join(cpu.notes)
+    )
+
+
 def test_sglang_plan_with_a_local_model_keeps_the_served_name():
     plan = plan_launch("instruct", "sglang", hw="h100", port=31004, model="/models/lfm")
     flags = _pairs(plan.argv)

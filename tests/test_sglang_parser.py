@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from helpers import commands
 from helpers.commands import Placeholders, launch_spec, render
