@@ -154,14 +154,17 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     runs = runner.run(notebooks, Path(args.out), engine=args.engine, variant=args.variant,
                       cell_timeout_s=args.cell_timeout)  # fmt: skip
-    print(f"\n{'NOTEBOOK':<24} {'STATUS':<7} {'SECONDS':>7}  ENGINE  MODEL")
+    print(f"\n{'NOTEBOOK':<24} {'STATUS':<7} {'SECONDS':>7} {'START-UP':>8}  ENGINE  MODEL")
     for r in runs:
+        startup = f"{r.startup_s:>8.1f}" if r.startup_s is not None else f"{'-':>8}"
         print(
-            f"{r.notebook:<24} {r.status:<7} {r.seconds:>7.1f}  "
+            f"{r.notebook:<24} {r.status:<7} {r.seconds:>7.1f} {startup}  "
             f"{r.engine or '-':<6}  {r.model or '-'}"
         )
     passed = sum(r.status == "passed" for r in runs)
-    print(f"\n{passed} passed, {len(runs) - passed} failed in {time.monotonic() - started:.0f} s; "
+    startups = sum(r.startup_s or 0 for r in runs)
+    print(f"\n{passed} passed, {len(runs) - passed} failed in {time.monotonic() - started:.0f} s "
+          f"({startups:.0f} s of it engine start-up); "
           f"executed notebooks and summary.json in {args.out}")  # fmt: skip
     return 0 if passed == len(runs) else 1
 

@@ -63,6 +63,7 @@ class NotebookRun:
     engine: str | None = None
     variant: str | None = None
     model: str | None = None
+    startup_s: float | None = None  # the engine's launch-to-ready time within `seconds`
     results: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     executed: str | None = None
@@ -117,6 +118,7 @@ def run_one(
         engine=results.pop("engine", parameters.get("ENGINE")),
         variant=results.pop("variant", parameters.get("VARIANT")),
         model=results.pop("model", None),
+        startup_s=results.pop("startup_s", None),
         results=results,
         error=error,
         executed=str(executed),
@@ -163,6 +165,8 @@ def write_summary(out_dir: Path, runs: list[NotebookRun], seconds: float) -> Pat
     path = Path(out_dir) / "summary.json"
     data = {
         "seconds": round(seconds, 1),
+        # Where the time goes: engine start-ups, against everything else the notebooks did.
+        "startup_seconds": round(sum(r.startup_s or 0 for r in runs), 1),
         "passed": sum(r.status == "passed" for r in runs),
         "failed": sum(r.status == "failed" for r in runs),
         "notebooks": [asdict(r) for r in runs],

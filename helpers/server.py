@@ -353,6 +353,7 @@ class Server:
         self._log_file = None
         self._key_file: str | None = None
         self.returncode: int | None = None
+        self.startup_s: float | None = None  # launch to ready, for servers started here
         self._pid: int | None = None
         self._engine_create_time = 0.0
         self._base_url: str | None = None
@@ -450,8 +451,10 @@ class Server:
             for attempt in range(1, attempts + 1):
                 port = self.requested_port or free_port(self.host)
                 try:
+                    launched = time.monotonic()
                     self._launch(port)
                     self._wait_ready()
+                    self.startup_s = round(time.monotonic() - launched, 1)
                     return self
                 except ServerStartError as exc:
                     lost_race = any(m in self.log_tail().lower() for m in _PORT_IN_USE)

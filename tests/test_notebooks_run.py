@@ -38,6 +38,11 @@ def test_every_notebook_passes(executed):
     for entry in summary["notebooks"]:
         assert entry["engine"] == "cpu" and entry["model"].startswith("fixture/"), entry
         assert Path(entry["executed"]).exists()
+        # Each notebook launched its own engine, and its start-up is part of its time.
+        assert 0 < entry["startup_s"] < entry["seconds"], entry
+    assert summary["startup_seconds"] == pytest.approx(
+        sum(n["startup_s"] for n in summary["notebooks"]), abs=0.2
+    )
 
 
 def test_the_canary_token_leaks_nowhere(executed):
