@@ -63,3 +63,18 @@ def test_no_server_outlives_the_run(executed):
         if fixtures in " ".join(p.info["cmdline"] or [])
     ]
     assert engines == []
+
+
+def test_nbmake_runs_a_notebook_with_its_defaults(tmp_path):
+    # The README's other way in: `pytest --nbmake notebooks/...`, default parameters (ENGINE auto:
+    # the CPU engine here). One short notebook keeps CI's time down.
+    import sys
+
+    notebook = runner.NOTEBOOKS_DIR / "05_base_continuation.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbmake",
+         "--nbmake-timeout=600", str(notebook), "-q", "--rootdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout
