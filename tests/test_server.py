@@ -173,14 +173,29 @@ def _engine_child(owner: psutil.Process, timeout_s: float = 60) -> psutil.Proces
     raise AssertionError("the owner never started an engine")
 
 
-def test_sigkill_of_the_owner_takes_the_server_down():
+@pytest.mark.parametrize(
+    "started_from",
+    [
+        "s = Server('instruct', engine='cpu', progress=False).start()",
+        # From a worker thread (as the Deploy panel's Launch does): no parent-death signal is
+        # possible there (it fires when the creating *thread* ends), so the watchdog alone acts.
+        "import threading\n"
+        "box = []\n"
+        "t = threading.Thread(\n"
+        "    target=lambda: box.append(Server('instruct', engine='cpu', progress=False).start()))\n"
+        "t.start(); t.join()\n"
+        "s = box[0]",
+    ],
+    ids=["main-thread", "worker-thread"],
+)
+def test_sigkill_of_the_owner_takes_the_server_down(started_from):
     owner = subprocess.Popen(
         _owner_script(
-            """
-            s = Server("instruct", engine="cpu", progress=False).start()
-            print(json.dumps({"pid": s.pid, "port": s.port}), flush=True)
-            time.sleep(600)
-            """
+            started_from
+            + """
+print(json.dumps({"pid": s.pid, "port": s.port}), flush=True)
+time.sleep(600)
+"""
         ),
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
@@ -256,17 +271,26 @@ def test_engine_that_exits_is_reported_with_its_log():
     assert_all_gone(server.pid, server.port)
 
 
-@pytest.mark.parametrize(
-    "model", ["LiquidAI/No-Such-Model", "/nonexistent/No-Such-Model"], ids=["hub-id", "path"]
-)
-def test_nonexistent_model_fails_fast(model):
+def test_nonexistent_hub_model_fails_fast_with_the_engines_reason():
     started = time.monotonic()
-    server = Server("instruct", engine="cpu", model=model, progress=False)
-    with pytest.raises(ServerStartError, match="exited with code") as info:
+    server = Server("instruct", engine="cpu", model="LiquidAI/No-Such-Model", progress=False)
+    with pytest.raises(ServerStartError, match=r"\(No-Such-Model\) exited with code") as info:
         server.start()
     assert time.monotonic() - started < FAILURE_BUDGET_S
-    assert "No-Such-Model" in _log_tail_of(str(info.value))
+    # The engine's own reason (no hub here, offline mode), from its log.
+    assert "local_files_only" in _log_tail_of(str(info.value))
     assert_all_gone(server.pid, server.port)
+
+
+def test_nonexistent_model_directory_is_refused_before_launch():
+    server = Server("instruct", engine="cpu", model="/nonexistent/No-Such-Model", progress=False)
+    with pytest.raises(
+        ServerStartError,
+        match=r"model directory not found: /nonexistent/No-Such-Model has no config.json "
+        r"\(no engine was started\)",
+    ):
+        server.start()
+    assert server.pid is None and not server.alive
 
 
 def test_readiness_timeout_is_reported_and_cleaned_up():
