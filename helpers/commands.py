@@ -290,12 +290,11 @@ def line_diff(base: str, new: str) -> tuple[DiffLine, ...]:
 
 
 def _installed_sglang() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from helpers.doctor import package_version  # here: doctor imports server, which imports us
 
-    try:
-        return f"sglang=={version('sglang')}"
-    except PackageNotFoundError:
-        return ""  # the form's required field: the submitter fills in what they ran
+    version = package_version("sglang")
+    # Without SGLang here the form's required field is left to the submitter.
+    return f"sglang=={version}" if version else ""
 
 
 def submit_issue_url(

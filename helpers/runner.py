@@ -108,8 +108,6 @@ def run_one(
         )  # fmt: skip
     except Exception as exc:  # papermill's execution error, a timeout, a dead kernel
         error = _error_excerpt(exc)
-    except KeyboardInterrupt:
-        error = "KeyboardInterrupt: the run was interrupted (Ctrl-C) during this notebook"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     return NotebookRun(
         notebook=notebook.stem,
@@ -147,12 +145,20 @@ def run(
     total = time.monotonic()
     for notebook in notebooks:
         echo(f"[run] {notebook.stem} ...", flush=True)
-        result = run_one(notebook, out_dir, parameters, cell_timeout_s)
-        runs.append(result)
-        if result.error and result.error.startswith("KeyboardInterrupt"):
-            # Keep what ran so far, this notebook marked as interrupted, then stop.
+        started = time.monotonic()
+        try:
+            result = run_one(notebook, out_dir, parameters, cell_timeout_s)
+        except KeyboardInterrupt:
+            # Keep what ran so far, this notebook recorded as interrupted, then stop.
+            runs.append(
+                NotebookRun(
+                    notebook.stem, "failed", round(time.monotonic() - started, 1),
+                    error="KeyboardInterrupt: the run was interrupted (Ctrl-C) in this notebook",
+                )
+            )  # fmt: skip
             write_summary(out_dir, runs, time.monotonic() - total)
-            raise KeyboardInterrupt
+            raise
+        runs.append(result)
         failure = f" -- {result.error.splitlines()[0]}" if result.error else ""
         echo(
             f"[run] {notebook.stem}: {result.status} in {result.seconds:.0f} s{failure}", flush=True

@@ -33,6 +33,6 @@ def test_thinking_fixture_reasoning_is_always_split():
     r = rates("thinking")
     assert r["reasoning_split"] == 1.0, r
     assert r["thought_closed_then_answer"] >= 0.98, r
-    misses = json.loads((FIXTURES / "eval-thinking.json").read_text())["split_misses"]
-    total = json.loads((FIXTURES / "eval-thinking.json").read_text())["n_chat_requests"]
+    evaluation = json.loads((FIXTURES / "eval-thinking.json").read_text())
+    misses, total = evaluation["split_misses"], evaluation["n_chat_requests"]
     assert r["thought_closed_then_answer"] == pytest.approx(1 - len(misses) / total, abs=1e-3)

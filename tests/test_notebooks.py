@@ -124,3 +124,21 @@ def test_a_relative_out_dir_reaches_the_notebooks_as_an_absolute_path(tmp_path, 
     runner.run(NOTEBOOKS[:1], Path("runs/here"), echo=lambda *a, **k: None)
     assert seen["out_dir"] == tmp_path / "runs" / "here"
     assert (tmp_path / "runs" / "here" / "summary.json").exists()
+
+
+def test_ctrl_c_keeps_the_summary_and_stops_the_run(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_one(notebook, out_dir, parameters, cell_timeout_s):
+        calls.append(notebook.stem)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return runner.NotebookRun(notebook.stem, "passed", 0.0)
+
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(NOTEBOOKS[:3], tmp_path, echo=lambda *a, **k: None)
+    assert calls == [nb.stem for nb in NOTEBOOKS[:2]]  # the third never started
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [n["status"] for n in summary["notebooks"]] == ["passed", "failed"]
+    assert summary["notebooks"][1]["error"].startswith("KeyboardInterrupt")
