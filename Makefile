@@ -1,10 +1,22 @@
-# The two commands of the README. Each does its own set-up on a fresh machine.
-.PHONY: run test setup clean
+# The two commands of the README (each does its own set-up on a fresh machine), and helpers.
+#   make run [ENGINE=auto|sglang|cpu|vllm]   every notebook, executed (SGLang on a GPU, else CPU)
+#   make test                                the whole test suite
+#   make lab                                 JupyterLab on 127.0.0.1 with the cookbook's kernel
+.PHONY: run test setup plan lab clean
+ENGINE ?= auto
+export ENGINE
 run:  ## the main job
 	bash ci/run.sh
 test:  ## the whole test suite (lint, format, pytest)
 	bash ci/test.sh
-setup:
-	bash ci/setup.sh all
-clean:
-	rm -rf .venv .venvs runs
+setup:  ## what this machine's engine needs, without running the notebooks
+	bash ci/setup.sh machine
+plan:  ## what set-up would install here, and which engine the notebooks would use
+	bash ci/setup.sh plan
+lab:  ## JupyterLab with the "LFM2.5 cookbook" kernel (on a remote box: ssh -L 8888:127.0.0.1:8888)
+	bash ci/setup.sh main
+	.venv/bin/jupyter lab --ip 127.0.0.1 --port 8888 --no-browser --notebook-dir notebooks
+clean:  ## removes only the environments set-up made (.cookbook-made), and runs/
+	for d in .venv .venvs/*; do \
+	  if [ -f "$$d/.cookbook-made" ] || [ -f "$$d/.stamp" ]; then rm -rf "$$d"; fi; done
+	rm -rf runs

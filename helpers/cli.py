@@ -24,8 +24,13 @@ class _Parser(argparse.ArgumentParser):
 def _matrix(args: argparse.Namespace) -> int:
     recipes = load_recipes()
     hws = list(recipes.hardware) if args.all else recipes.verified_hardware
-    rows = []
+    rows, unsupported = [], []
     for hw in hws:
+        if not recipes.hardware[hw].supported:
+            unsupported.append({"hw": hw, "badge": "Unsupported",
+                                "reason": recipes.hardware[hw].unsupported,
+                                "evidence": recipes.hardware[hw].evidence})  # fmt: skip
+            continue
         for variant in recipes.variants:
             spec = commands.launch_spec(hw, variant)
             cell = recipes.deploy.cells.get(hw, {}).get(variant)
@@ -36,8 +41,10 @@ def _matrix(args: argparse.Namespace) -> int:
                 "verified": spec.verified,
                 "badge": "Verified" if spec.verified else "Not Verified",
                 "derived_from": spec.derived_from,
+                "attention_backend": commands.attention_backend(hw, spec.flags, recipes),
                 "env": list(spec.env),
                 "cell_flags": cell if cell is not None else None,
+                "notes": list(spec.notes),
                 "command": commands.render(spec),
             })  # fmt: skip
     lam = recipes.lambda_8b_a1b
@@ -51,13 +58,23 @@ def _matrix(args: argparse.Namespace) -> int:
         "commands": {engine: commands.render_lambda(engine) for engine in commands.LAMBDA_ENGINES},
     }
     if args.json:
-        print(json.dumps({"cells": rows, "recipes": [extra]}, indent=2))
+        print(json.dumps({"cells": rows, "unsupported": unsupported, "recipes": [extra]},
+                         indent=2))  # fmt: skip
         return 0
+    vision_env = list(recipes.deploy.vision_env)
     print(f"{'HW':<6} {'VARIANT':<9} {'MODEL':<32} {'BADGE':<13} CELL FLAGS")
     for r in rows:
-        flags = " ".join(r["cell_flags"] or []) or f"(derived from {r['derived_from']})"
-        env = " +vision env" if r["env"] else ""
+        flags = " ".join(r["cell_flags"] or []) or (
+            f"(derived from {r['derived_from']}; attention {r['attention_backend']})"
+        )
+        env = (
+            ""
+            if not r["env"]
+            else (" +vision env" if r["env"] == vision_env else " +env " + " ".join(r["env"]))
+        )
         print(f"{r['hw']:<6} {r['variant']:<9} {r['model']:<32} {r['badge']:<13} {flags}{env}")
+    for u in unsupported:
+        print(f"{u['hw']:<6} {'(all)':<9} {'-':<32} {'Unsupported':<13} {u['reason']}")
     verified = sum(r["verified"] for r in rows)
     print(
         f"\n{verified} verified cells ({len(recipes.verified_hardware)} GPUs x "
@@ -314,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from helpers.machine import EngineUnavailableError
+
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -324,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     except (CookbookChoiceError, commands.PlaceholderError, RecipeError) as exc:
         print(f"cookbook: error: {exc}", file=sys.stderr)
         return 2
+    except commands.UnsupportedGpuError as exc:
+        print(f"cookbook: unsupported: {exc}", file=sys.stderr)
+        return 2
+    except EngineUnavailableError as exc:
+        print(f"cookbook: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

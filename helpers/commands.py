@@ -24,6 +24,13 @@ class PlaceholderError(ValueError):
     """A placeholder override is not acceptable (bad port, a token where a name belongs, ...)."""
 
 
+class UnsupportedGpuError(ValueError):
+    """No recipe can start on this GPU (compute capability, backends or memory), with the reason."""
+
+
+GIB = 1024**3
+
+
 @dataclass(frozen=True)
 class Placeholders:
     """Values substituted into commands. ``hf_token`` is the NAME of the variable with the token."""
@@ -107,13 +114,106 @@ def verified_spec(hw: str, variant: str, recipes: Recipes | None = None) -> Laun
     return LaunchSpec(hw, variant, model.hf_id, env, flags, verified=True)
 
 
+def weights_gib(variant: str, recipes: Recipes | None = None) -> float:
+    """GiB of the model's weights in bf16 (its parameters x 2 bytes)."""
+    recipes = recipes or load_recipes()
+    return recipes.model(variant).params_b * 1e9 * recipes.gpu_rules.bytes_per_param / GIB
+
+
+def _flag_value(flags: list[str], name: str) -> str | None:
+    for flag in flags:
+        head, _, value = flag.partition(" ")
+        if head == name:
+            return value
+    return None
+
+
+def check_supported(hw: str, recipes: Recipes | None = None) -> None:
+    """Raise UnsupportedGpuError when the data marks the GPU unsupported."""
+    recipes = recipes or load_recipes()
+    hardware = recipes.hw(hw)
+    if hardware.unsupported:
+        raise UnsupportedGpuError(
+            f"{hardware.name} ({hw}, compute capability {hardware.compute_capability}) cannot run "
+            f"the cookbook's SGLang recipes: {hardware.unsupported}"
+        )
+
+
+def attention_backend(hw: str, flags: list[str] | tuple[str, ...], recipes: Recipes) -> str:
+    """The attention backend SGLang will run: the command's flag, else its default for the GPU."""
+    cc = recipes.hw(hw).compute_capability
+    return _flag_value(list(flags), "--attention-backend") or (
+        recipes.gpu_rules.default_backend(cc) or "none"
+    )
+
+
+def check_startable(hw: str, variant: str, flags, recipes: Recipes) -> None:
+    """The data's rule for a derived recipe: its attention backend must cover the GPU."""
+    hardware = recipes.hw(hw)
+    cc = hardware.compute_capability
+    backend = attention_backend(hw, flags, recipes)
+    rule = recipes.gpu_rules.attention_backends.get(backend)
+    if rule is None or not rule.covers(cc):
+        valid = [b for b, r in recipes.gpu_rules.attention_backends.items() if r.covers(cc)]
+        raise UnsupportedGpuError(
+            f"{hardware.name} ({hw}, compute capability {cc}): the {variant} recipe would run "
+            f"attention backend {backend!r}, which LFM2 cannot use there; "
+            f"backends for this GPU: {', '.join(valid) or 'none'}"
+        )
+
+
+def memory_notes(
+    hw: str, variant: str, memory_gib: float | None = None, recipes: Recipes | None = None
+) -> list[str]:
+    """Refuse a model whose weights do not fit the GPU by the data's margin; note a tight fit.
+    `memory_gib` is the detected size; without it, the largest size the GPU is sold with."""
+    recipes = recipes or load_recipes()
+    rules, hardware, model = recipes.gpu_rules, recipes.hw(hw), recipes.model(variant)
+    weights = weights_gib(variant, recipes)
+    sizes = [memory_gib] if memory_gib else sorted(hardware.memory_gib)
+    needed = weights / rules.max_weights_fraction
+    memory = sizes[-1]
+    what = f"{memory:.0f} GiB detected" if memory_gib else f"{memory:.0f} GiB"
+    if memory < needed:
+        raise UnsupportedGpuError(
+            f"{model.display_name} does not fit a {hardware.name} with {what}: its bf16 weights "
+            f"take {weights:.1f} GiB ({model.params_b}B parameters x "
+            f"{rules.bytes_per_param:g} bytes) and the cookbook keeps them under "
+            f"{rules.max_weights_fraction:.0%} of the GPU, so it needs at least {needed:.1f} GiB; "
+            "pick a smaller variant or a larger GPU"
+        )
+    notes = []
+    small = [s for s in sizes if s < needed]
+    if small:
+        notes.append(
+            f"{model.display_name} needs a GPU with at least {needed:.1f} GiB "
+            f"({weights:.1f} GiB of bf16 weights): not the {', '.join(f'{s:.0f}' for s in small)}"
+            f" GiB {hardware.name}."
+        )
+    if weights > rules.warn_weights_fraction * memory:
+        notes.append(
+            f"Tight fit: {weights:.1f} of {memory:.0f} GiB go to the weights, leaving little for "
+            "the KV cache and conv state (fewer concurrent requests)."
+        )
+    return notes
+
+
 def launch_spec(
-    hw: str, variant: str, tp: int | None = None, recipes: Recipes | None = None
+    hw: str,
+    variant: str,
+    tp: int | None = None,
+    recipes: Recipes | None = None,
+    memory_gib: float | None = None,
 ) -> LaunchSpec:
-    """The recipe for any GPU and any model: verified where the matrix has it, else derived."""
+    """The recipe for any GPU and any model: verified where the matrix has it, else derived.
+
+    Raises UnsupportedGpuError where no recipe can start: a GPU the data marks unsupported, a
+    derived recipe whose attention backend does not cover the GPU, or weights that do not fit
+    (`memory_gib`: the detected GPU memory; default: the largest size the GPU comes in)."""
     recipes = recipes or load_recipes()
     hardware = recipes.hw(hw)
     model = recipes.model(variant)
+    check_supported(hw, recipes)
     base_hw = hardware.derive_from or hw
     base_variant = model.based_on or variant
     spec = verified_spec(base_hw, base_variant, recipes)
@@ -130,20 +230,14 @@ def launch_spec(
             notes.append(model.note)
         derived_from = spec.cell_id
     if hardware.derive_from is not None:
+        check_startable(hw, variant, flags, recipes)
         notes.append(
             f"{hardware.name} is outside the verified matrix: derived from the "
-            f"{hardware.derive_from} cell, not yet run end-to-end."
+            f"{hardware.derive_from} cell, not yet run end-to-end (SGLang will use the "
+            f"{attention_backend(hw, flags, recipes)} attention backend there)."
         )
-        if not hardware.bf16:
-            fp16 = recipes.fp16_only
-            tail = len(recipes.deploy.tail_flags)
-            flags = flags[:-tail] + fp16.flags + flags[-tail:]
-            env += fp16.env
-            notes.append(
-                f"{hardware.name} has no bf16: adds {' '.join(fp16.flags)} "
-                f"and {' '.join(fp16.env)}."
-            )
         derived_from = spec.cell_id
+    notes += memory_notes(hw, variant, memory_gib, recipes)
     spec = LaunchSpec(
         hw,
         variant,

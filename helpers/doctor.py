@@ -8,8 +8,9 @@ import platform
 import sys
 from dataclasses import asdict, dataclass, field
 
+from helpers import machine
 from helpers.gpu import Detection, detect
-from helpers.server import cpu_engine_python, port_in_use
+from helpers.server import cpu_engine_python, port_in_use, sglang_available
 
 PACKAGES = (
     "pydantic", "pyyaml", "openai", "httpx", "psutil", "tqdm",
@@ -28,6 +29,7 @@ class Report:
     packages: dict[str, str | None]
     gpu: Detection
     engines: dict[str, str]
+    auto: str = ""  # what ENGINE="auto" means here, or why it cannot run
     ports: dict[int, bool] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -50,7 +52,11 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def engines() -> dict[str, str]:
     found = {}
+    program = machine.sglang_program()
+    found["sglang"] = f"{program}" if program else f"not installed: {machine.SETUP} sglang"
     for label, module in ENGINE_MODULES.items():
+        if label == "sglang":
+            continue
         spec = importlib.util.find_spec(module)
         found[label] = f"importable here ({spec.origin})" if spec else "not in this environment"
     python = cpu_engine_python()
@@ -62,13 +68,22 @@ def engines() -> dict[str, str]:
     return found
 
 
+def auto_engine(detection: Detection) -> str:
+    try:
+        return machine.choose_engine("auto", detection, sglang_available())
+    except machine.EngineUnavailableError as exc:
+        return f"none: {exc}"
+
+
 def run(ports: tuple[int, ...] = DEFAULT_PORTS) -> Report:
+    detection = detect()
     return Report(
         python=sys.version.split()[0],
         platform=f"{platform.system()} {platform.machine()}",
         packages={name: package_version(name) for name in PACKAGES},
-        gpu=detect(),
+        gpu=detection,
         engines=engines(),
+        auto=auto_engine(detection),
         ports={port: port_is_free(port) for port in ports},
     )
 
@@ -76,6 +91,7 @@ def run(ports: tuple[int, ...] = DEFAULT_PORTS) -> Report:
 def format_report(report: Report) -> str:
     lines = [f"python     {report.python} ({report.platform})", f"gpu        {report.gpu.summary}"]
     lines += [f"           note: {note}" for note in report.gpu.notes]
+    lines.append(f"auto       {report.auto}")
     lines.append("engines")
     lines += [f"  {name:<9}{status}" for name, status in report.engines.items()]
     lines.append("packages")

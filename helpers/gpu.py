@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -25,9 +26,20 @@ class Gpu:
 @dataclass(frozen=True)
 class Detection:
     gpus: tuple[Gpu, ...] = ()
-    hw: str | None = None  # hardware id in the recipes, None when no GPU or an unknown one
+    hw: str | None = None  # hardware id of the GPU the server will use (None: none or unknown)
     error: str | None = None  # why nothing was detected, when it was not simply "no GPU"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    index: int = 0  # nvidia-smi index of the GPU the server will use
+
+    @property
+    def gpu(self) -> Gpu | None:
+        """The GPU the server will use: CUDA_VISIBLE_DEVICES' first entry, else GPU 0."""
+        return self.gpus[self.index] if self.gpus else None
+
+    @property
+    def memory_gib(self) -> float | None:
+        gpu = self.gpu
+        return gpu.memory_mib / 1024 if gpu and gpu.memory_mib else None
 
     @property
     def summary(self) -> str:
@@ -35,7 +47,23 @@ class Detection:
             return f"no NVIDIA GPU ({self.error})" if self.error else "no NVIDIA GPU"
         names = ", ".join(sorted({g.name for g in self.gpus}))
         label = self.hw or "not in the recipes"
-        return f"{len(self.gpus)}x {names} -> {label}"
+        used = f" (using GPU {self.index}: {self.gpu.name})" if len(set(self.gpus)) > 1 else ""
+        return f"{len(self.gpus)}x {names} -> {label}{used}"
+
+
+def visible_index(visible: str | None, count: int) -> tuple[int | None, str | None]:
+    """(index of the GPU CUDA will call device 0, a note). None: no GPU is visible."""
+    if visible is None:
+        return 0, None
+    first = visible.split(",")[0].strip()
+    if first == "" or first.startswith("-"):
+        return None, f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+    if first.isdigit() and int(first) < count:
+        return int(first), None
+    if first.isdigit():
+        return None, f"CUDA_VISIBLE_DEVICES={visible!r} names GPU {first}; nvidia-smi lists {count}"
+    # UUIDs and MIG ids: nvidia-smi's name query does not list them, so fall back to GPU 0.
+    return 0, f"CUDA_VISIBLE_DEVICES={visible!r} is not an index; assuming GPU 0"
 
 
 def parse_nvidia_smi(text: str) -> list[Gpu]:
@@ -61,17 +89,31 @@ def hw_for_name(name: str, recipes: Recipes | None = None) -> str | None:
     return None
 
 
-def detect_from_text(text: str, recipes: Recipes | None = None) -> Detection:
+def detect_from_text(
+    text: str, recipes: Recipes | None = None, visible: str | None = None
+) -> Detection:
+    """Map nvidia-smi's answer to the GPU the server will use. `visible` is
+    CUDA_VISIBLE_DEVICES; the servers launch with CUDA_DEVICE_ORDER=PCI_BUS_ID, so its indices
+    are nvidia-smi's."""
     gpus = parse_nvidia_smi(text)
     if not gpus:
         return Detection(error="nvidia-smi listed no GPU")
+    index, note = visible_index(visible, len(gpus))
+    if index is None:
+        hidden = visible is not None and not visible.split(",")[0].strip().isdigit()
+        # Hidden on purpose means no GPU for the server; a bad index is an error.
+        return Detection(notes=(note,)) if hidden else Detection(error=note)
     ids = [hw_for_name(g.name, recipes) for g in gpus]
-    notes = []
-    if len(set(ids)) > 1:
-        notes.append("mixed GPU models; using the first one")
-    if ids[0] is None:
-        notes.append(f"{gpus[0].name!r} is not in the recipes; pass --hw explicitly")
-    return Detection(tuple(gpus), ids[0], None, tuple(notes))
+    notes = [note] if note else []
+    if len({g.name for g in gpus}) > 1:
+        how = "chosen by CUDA_VISIBLE_DEVICES" if visible is not None else "the default"
+        notes.append(
+            f"mixed GPU models: the server will use GPU {index} ({gpus[index].name}, {how}); "
+            "set CUDA_VISIBLE_DEVICES=<index> to pick another"
+        )
+    if ids[index] is None:
+        notes.append(f"{gpus[index].name!r} is not in the recipes; pass --hw explicitly")
+    return Detection(tuple(gpus), ids[index], None, tuple(notes), index)
 
 
 def run_nvidia_smi(executable: str | None = None) -> tuple[str | None, str | None]:
@@ -102,4 +144,4 @@ def detect(recipes: Recipes | None = None, executable: str | None = None) -> Det
     text, error = run_nvidia_smi(executable)
     if text is None:
         return Detection(error=error)
-    return detect_from_text(text, recipes)
+    return detect_from_text(text, recipes, os.environ.get("CUDA_VISIBLE_DEVICES"))

@@ -69,6 +69,7 @@ class Model(_Strict):
     hf_id: str = Field(pattern=r"^LiquidAI/LFM2\.5-[A-Za-z0-9.-]+$")
     serving: bool = False
     params: str
+    params_b: float = Field(gt=0)
     context: Literal["32K", "128K"]
     role: str
     architecture: Literal["Lfm2ForCausalLM", "Lfm2MoeForCausalLM", "Lfm2VlForConditionalGeneration"]
@@ -88,25 +89,59 @@ class SamplingPreset(_Strict):
     extra_body: dict[Literal["top_k", "min_p", "repetition_penalty"], float | int]
 
 
+def cc_tuple(cc: str) -> tuple[int, int]:
+    major, minor = cc.split(".")
+    return int(major), int(minor)
+
+
+_CC = Field(pattern=r"^\d+\.\d+$")
+
+
 class Hardware(_Strict):
     name: str
     family: str
-    compute_capability: str = Field(pattern=r"^\d+\.\d+$")
+    compute_capability: str = _CC
     bf16: bool
+    memory_gib: list[float] = Field(min_length=1)
     nvidia_smi: list[str] = Field(min_length=1)
     derive_from: str | None = None
+    unsupported: str | None = None  # why no recipe can start on it (then no derive_from)
+    evidence: list[str] = Field(default_factory=list)
 
     @property
     def verified(self) -> bool:
-        return self.derive_from is None
+        return self.derive_from is None and self.unsupported is None
+
+    @property
+    def supported(self) -> bool:
+        return self.unsupported is None
+
+    @property
+    def status(self) -> str:
+        return "verified" if self.verified else "unsupported" if self.unsupported else "derived"
 
 
-class FlagsAndEnv(_Strict):
-    flags: list[str]
-    env: list[str]
+class CcRange(_Strict):
+    min_cc: str = _CC
+    max_cc: str = _CC
 
-    _flags = field_validator("flags")(_check_flag_lines)
-    _env = field_validator("env")(_check_env)
+    def covers(self, cc: str) -> bool:
+        return cc_tuple(self.min_cc) <= cc_tuple(cc) <= cc_tuple(self.max_cc)
+
+
+class DefaultBackend(CcRange):
+    backend: str
+
+
+class GpuRules(_Strict):
+    attention_backends: dict[str, CcRange]
+    default_attention_backend: list[DefaultBackend] = Field(min_length=1)
+    max_weights_fraction: float = Field(gt=0, le=1)
+    warn_weights_fraction: float = Field(gt=0, le=1)
+    bytes_per_param: float = Field(gt=0)
+
+    def default_backend(self, cc: str) -> str | None:
+        return next((d.backend for d in self.default_attention_backend if d.covers(cc)), None)
 
 
 class Deploy(_Strict):
@@ -185,6 +220,7 @@ class LambdaRecipe(_Strict):
 
 class GpuEngine(_Strict):
     startup_timeout_s: float = Field(gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
     flags: list[str] = Field(default_factory=list)
     tool_flags: list[str] = Field(default_factory=list)
 
@@ -193,7 +229,6 @@ class GpuEngine(_Strict):
 
 class CpuEngine(GpuEngine):
     module: str
-    env: dict[str, str]
 
 
 class Engines(_Strict):
@@ -203,24 +238,14 @@ class Engines(_Strict):
     vllm_reasoning_parsers: dict[str, str]
 
 
-class Project(_Strict):
-    github_repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
-    branch: str
-
-    def colab_url(self, notebook: str) -> str:
-        return (f"https://colab.research.google.com/github/{self.github_repo}/blob/"
-                f"{self.branch}/notebooks/{notebook}")  # fmt: skip
-
-
 class Recipes(_Strict):
     schema_version: Literal[1]
-    project: Project
     sources: dict[str, Source]
     models: dict[str, Model]
     sampling: dict[str, SamplingPreset]
     sampling_note: str
     hardware: dict[str, Hardware]
-    fp16_only: FlagsAndEnv
+    gpu_rules: GpuRules
     deploy: Deploy
     placeholders: dict[str, Placeholder]
     docker: Docker
@@ -235,8 +260,14 @@ class Recipes(_Strict):
     def _cross_references(self) -> Recipes:
         variants = self.variants
         for hw_id, hw in self.hardware.items():
-            if hw.derive_from is None and hw_id not in self.deploy.cells:
-                raise ValueError(f"hardware.{hw_id}: neither a verified cell row nor derive_from")
+            if hw.unsupported is not None and (hw.derive_from or hw_id in self.deploy.cells):
+                raise ValueError(f"hardware.{hw_id}: an unsupported GPU has no cells or recipe")
+            if hw.unsupported is not None and not hw.evidence:
+                raise ValueError(f"hardware.{hw_id}: say why it is unsupported in evidence")
+            if hw.verified and hw_id not in self.deploy.cells:
+                raise ValueError(
+                    f"hardware.{hw_id}: neither a verified cell row, derive_from nor unsupported"
+                )
             if hw.derive_from is not None and hw.derive_from not in self.deploy.cells:
                 raise ValueError(
                     f"hardware.{hw_id}.derive_from: {hw.derive_from!r} has no verified cells; "

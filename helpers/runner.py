@@ -138,6 +138,12 @@ def run(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunnerError(f"cannot write to {out_dir}: {exc}") from None
+    # Decide the engine once, before any notebook: a GPU without SGLang fails here in seconds
+    # (machine.EngineUnavailableError) instead of in every notebook, and nothing falls back.
+    from helpers.server import resolve_engine
+
+    engine = resolve_engine(engine)
+    echo(f"[run] engine: {engine}", flush=True)
     parameters: dict[str, Any] = {"ENGINE": engine}
     if variant:
         parameters["VARIANT"] = variant

@@ -4,7 +4,8 @@ Engines:
   sglang  the verified Deploy cell for the detected (or given) GPU, as `cookbook command` renders it
   vllm    vLLM on a GPU with the Lambda guide's flags, adapted per variant
   cpu     the CPU build of vLLM serving the project's tiny fixture models (not LFM2.5)
-  auto    sglang when a CUDA GPU and SGLang are present, else cpu
+  auto    sglang when a CUDA GPU and SGLang are present, cpu when there is no GPU, and an
+          error naming the fix for anything in between (helpers.machine)
 
 A server is a subprocess in its own process group with its output in a log file. It binds
 127.0.0.1 by default and requires a fresh random API key. It dies with its owner: on stop(), at
@@ -16,7 +17,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import importlib.util
 import os
 import secrets
 import shlex
@@ -33,11 +33,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-from helpers import commands, gpu
+from helpers import commands, gpu, machine
 from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
 from helpers.watchdog import kill_session
 
-ENGINES = ("auto", "sglang", "vllm", "cpu")
+ENGINES = machine.ENGINES
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT / "data" / "fixtures"
 DEFAULT_CPU_PYTHON = REPO_ROOT / ".venvs" / "cpu-engine" / "bin" / "python"
@@ -64,16 +64,18 @@ def cpu_engine_python() -> Path:
 
 
 def sglang_available() -> bool:
-    return importlib.util.find_spec("sglang") is not None
+    return machine.sglang_program() is not None
 
 
-def resolve_engine(engine: str) -> str:
-    """`auto` -> sglang when this machine has a CUDA GPU and SGLang, else the CPU engine."""
+def resolve_engine(engine: str, detection: gpu.Detection | None = None) -> str:
+    """`auto` -> sglang with a GPU and SGLang, cpu with no GPU; otherwise
+    machine.EngineUnavailableError naming the fix (never a silent switch to the CPU)."""
     if engine not in ENGINES:
         raise CookbookChoiceError("engine", engine, list(ENGINES))
     if engine != "auto":
-        return engine
-    return "sglang" if gpu.detect().gpus and sglang_available() else "cpu"
+        return engine  # an explicit sglang is checked at launch: a plan needs no SGLang
+    detection = detection if detection is not None else gpu.detect()
+    return machine.choose_engine(engine, detection, sglang_available())
 
 
 def fixtures_dir() -> Path:
@@ -138,7 +140,8 @@ def plan_launch(
     `tp` is the Playground's TP override: it rewrites the SGLang cell's --tp exactly as the
     Playground shows it; the vllm and cpu engines keep their own single-device launch."""
     recipes = recipes or load_recipes()
-    engine = resolve_engine(engine)
+    detection = gpu.detect(recipes) if engine in ("auto", "sglang") else None
+    engine = resolve_engine(engine, detection)
     tp_note = (
         (f"TP override {tp} applies to the SGLang command only; the {engine} engine runs unsplit.",)
         if tp is not None and engine != "sglang"
@@ -214,20 +217,24 @@ def plan_launch(
             tp_note,
         )
     # sglang: the verified (or derived) cell, with this launch's host and port.
-    hw = hw or gpu.detect().hw
+    hw = hw or detection.hw
     if hw is None:
         raise ServerStartError(
             "engine 'sglang' needs a GPU the recipes know: none was detected; pass hw=... "
             f"(valid: {', '.join(recipes.hardware)}) or use engine='cpu'"
         )
-    spec = commands.launch_spec(hw, variant, recipes=recipes)
+    try:
+        spec = commands.launch_spec(hw, variant, recipes=recipes, memory_gib=detection.memory_gib)
+    except commands.UnsupportedGpuError as exc:
+        raise ServerStartError(f"{exc} (no engine was started)") from None
     if tp is not None:
         spec = commands.with_tp(spec, tp, recipes)
     values = commands.Placeholders.resolve({"HOST_IP": host, "PORT": port}, recipes=recipes)
     env, argv = commands.server_argv(spec, values, recipes)
-    program = shlex.split(recipes.deploy.program)
-    exe = Path(sys.executable).parent / program[0]
-    argv = [str(exe) if exe.exists() else program[0], *argv[1:]]
+    # nvidia-smi's numbering, so that CUDA_VISIBLE_DEVICES means the GPU detection chose.
+    env = {**recipes.engines.sglang.env, **env}
+    program = machine.sglang_program()
+    argv = [str(program) if program else argv[0], *argv[1:]]
     if model:
         at = argv.index("--model-path") + 1
         argv[at] = model
@@ -469,6 +476,10 @@ class Server:
     def _launch(self, port: int) -> None:
         self.port = port
         self.plan = plan_launch(self.variant, self.engine_requested, port=port, **self._plan_args)
+        if self.plan.engine == "sglang" and machine.sglang_program() is None:
+            raise ServerStartError(
+                f"{machine.no_sglang_error(gpu.detect())} (no engine was started)"
+            )
         if self.plan.engine == "cpu" and not cpu_engine_python().exists():
             raise ServerStartError(
                 f"the CPU engine is not installed ({cpu_engine_python()} is missing): "

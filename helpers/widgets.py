@@ -140,9 +140,9 @@ def hardware_options(recipes: Recipes | None = None) -> list[tuple[str, str]]:
     derived = [
         (f"{hw.name} · derived from {hw.derive_from} (Not Verified)", hw_id)
         for hw_id, hw in recipes.hardware.items()
-        if not hw.verified
+        if hw.status == "derived"
     ]
-    return verified + derived
+    return verified + derived  # unsupported GPUs have no command to show
 
 
 def variant_options(recipes: Recipes | None = None) -> list[tuple[str, str]]:
@@ -173,9 +173,14 @@ def initial_hardware(
     if given:
         recipes.hw(given)  # a clear error for an unknown id
         return given, f"{given}: chosen by the HW parameter ({detection.summary})"
+    default = recipes.verified_hardware[0]
+    if detection.hw and not recipes.hw(detection.hw).supported:
+        return default, (
+            f"detected: {detection.summary}, which SGLang cannot run "
+            f"({recipes.hw(detection.hw).unsupported}); showing the {default} cell"
+        )
     if detection.hw:
         return detection.hw, f"detected: {detection.summary}"
-    default = recipes.verified_hardware[0]
     if detection.gpus:
         return default, f"detected: {detection.summary}; showing the {default} cell"
     return default, f"{detection.summary} here: showing the {default} cell for reference"

@@ -49,3 +49,23 @@ def sglang_check_python() -> str:
     if not Path(path).exists():
         pytest.fail(f"no SGLang check environment at {path}: run `bash ci/setup.sh sglang-check`")
     return path
+
+
+NVIDIA_SMI_ANSWERS = REPO / "tests" / "data" / "nvidia-smi"
+
+
+def fake_nvidia_smi_env(tmp_path: Path, answer: str | None, **extra: str) -> dict[str, str]:
+    """An environment whose PATH starts with an `nvidia-smi` printing a recorded answer
+    (tests/data/nvidia-smi/ANSWER.txt); None: no nvidia-smi at all (and no sglang either)."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir(exist_ok=True)
+    path = os.environ["PATH"]
+    if answer is not None:
+        exe = bin_dir / "nvidia-smi"
+        exe.write_text(f"#!/bin/sh\ncat {NVIDIA_SMI_ANSWERS / answer}.txt\n")
+        exe.chmod(0o755)
+    else:
+        path = ":".join(p for p in path.split(":") if not (Path(p) / "nvidia-smi").exists())
+    env = {**os.environ, "PATH": f"{bin_dir}:{path}", **extra}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env

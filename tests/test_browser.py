@@ -337,14 +337,13 @@ def test_deploy_panel_in_jupyterlab(lab, browser):
     assert not driver.find_elements(By.CSS_SELECTOR, ".cookbook-submit a")
 
     # A GPU outside the matrix, in Docker: derived recipe, Not Verified from the start.
-    pick(driver, "cookbook-hw", "NVIDIA T4 · derived from h100 (Not Verified)")
+    pick(driver, "cookbook-hw", "NVIDIA L4 · derived from h100 (Not Verified)")
     toggle(driver, "cookbook-docker", "Docker")
     wait_for(
         driver, lambda: command_lines(driver)[0] == "docker run --gpus all \\", "the docker command"
     )
     lines = command_lines(driver)
-    assert "  --env HF_TOKEN \\" in lines and "  --env SGLANG_MAMBA_CONV_DTYPE=float16 \\" in lines
-    assert "    --dtype float16 \\" in lines
+    assert "  --env HF_TOKEN \\" in lines and "    --model-path LiquidAI/LFM2.5-8B-A1B \\" in lines
     assert badge(driver) == "⚠ Not Verified"
     assert "derived from the verified h100/8b-a1b cell" in text_of(driver, ".cookbook-badge")
 
@@ -359,7 +358,7 @@ def test_deploy_panel_in_jupyterlab(lab, browser):
         "the field to say the token is set",
     )
     assert CANARY not in driver.page_source
-    shot(driver, "03-t4-docker-not-verified")
+    shot(driver, "03-l4-docker-not-verified")
 
     # Copy puts the exact command on the (browser's) clipboard.
     expected = "\n".join(lines)  # without an override the view is the command, line by line

@@ -58,8 +58,24 @@ def test_matrix_json(cookbook_exe):
     assert "--tool-call-parser pythonic" in data["recipes"][0]["commands"]["vllm"]
     every = json.loads(run(cookbook_exe, "matrix", "--json", "--all").stdout)["cells"]
     assert sum(c["verified"] for c in every) == 24 and len(every) > 24
-    t4 = next(c for c in every if c["hw"] == "t4" and c["variant"] == "instruct")
-    assert t4["badge"] == "Not Verified" and t4["derived_from"] == "h100/instruct"
+    a100 = next(c for c in every if c["hw"] == "a100" and c["variant"] == "instruct")
+    assert a100["badge"] == "Not Verified" and a100["derived_from"] == "h100/instruct"
+    assert a100["attention_backend"] == "flashinfer"
+    # GPUs SGLang cannot run get no rows of commands, only the reason.
+    assert not [c for c in every if c["hw"] in ("t4", "v100")]
+    gone = {
+        u["hw"]: u
+        for u in json.loads(run(cookbook_exe, "matrix", "--json", "--all").stdout)["unsupported"]
+    }
+    assert set(gone) == {"t4", "v100"} and "sm75" in gone["t4"]["reason"]
+
+
+def test_matrix_labels_env_by_what_it_is(cookbook_exe):
+    lines = run(cookbook_exe, "matrix", "--all").stdout.splitlines()
+    vision = [line for line in lines if "+vision env" in line]
+    # Only the VL rows carry the vision transport env; no other env is labelled as it.
+    assert vision and all(" vl" in line for line in vision)
+    assert any(line.startswith("t4 ") and "Unsupported" in line for line in lines)
 
 
 def test_command_prints_exactly_the_verified_docker_command(cookbook_exe):
@@ -79,9 +95,19 @@ def test_command_overrides_and_json(cookbook_exe):
 
 
 def test_not_verified_is_said_on_stderr(cookbook_exe):
-    out = run(cookbook_exe, "command", "--hw", "t4", "--variant", "instruct")
-    assert out.returncode == 0 and "--dtype float16" in out.stdout
-    assert out.stderr.startswith("# Not Verified: NVIDIA T4 is outside the verified matrix")
+    out = run(cookbook_exe, "command", "--hw", "l4", "--variant", "8b-a1b")
+    assert out.returncode == 0 and "--model-path LiquidAI/LFM2.5-8B-A1B" in out.stdout
+    assert out.stderr.startswith("# Not Verified: NVIDIA L4 is outside the verified matrix")
+    assert (
+        "flashinfer attention backend" in out.stderr and "Tight fit: 15.5 of 24 GiB" in out.stderr
+    )
+
+
+def test_unsupported_gpu_gets_the_reason_not_a_command(cookbook_exe):
+    out = run(cookbook_exe, "command", "--hw", "t4", "--variant", "350m")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("cookbook: unsupported: NVIDIA T4 (t4, compute capability 7.5)")
+    assert "Pick an L4 or A100 runtime" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
 def test_curl_and_recipe(cookbook_exe):

@@ -156,25 +156,49 @@ def test_bf16_gpu_outside_matrix_takes_hopper_flags():
     assert any("outside the verified matrix" in note for note in spec.notes)
 
 
-def test_fp16_only_gpu_adds_dtype_and_conv_dtype():
-    spec = launch_spec("t4", "instruct")
-    assert not spec.verified
-    assert render(spec) == (
-        "SGLANG_MAMBA_CONV_DTYPE=float16 \\\n"
-        "sglang serve \\\n"
-        "  --trust-remote-code \\\n"
-        "  --model-path LiquidAI/LFM2.5-1.2B-Instruct \\\n"
-        "  --tp 1 \\\n"
-        "  --tool-call-parser lfm2 \\\n"
-        "  --dtype float16 \\\n"
-        "  --host 0.0.0.0 \\\n"
-        "  --port 30000"
-    )
-    vl = render(launch_spec("t4", "vl"), docker=True)
-    assert (
-        "  --env SGLANG_USE_IPC_POOL_HANDLE_CACHE=1 \\\n  --env SGLANG_MAMBA_CONV_DTYPE=float16 \\\n"
-        in vl
-    )
+def test_unsupported_gpus_get_no_recipe(recipes):
+    for hw in ("t4", "v100"):
+        with pytest.raises(commands.UnsupportedGpuError) as info:
+            launch_spec(hw, "instruct")
+        assert recipes.hardware[hw].unsupported in str(info.value)
+        assert recipes.hardware[hw].evidence  # the reason comes with its sources
+
+
+@pytest.mark.parametrize("hw", ["gh200", "b300", "a100", "a10g", "l4", "l40s"])
+def test_every_derived_recipe_can_start_by_the_datas_rules(recipes, hw):
+    """Its attention backend (the flag, else SGLang 0.5.23's default for the GPU) is one LFM2
+    can use on that compute capability, and every model's weights fit the margin."""
+    cc = recipes.hardware[hw].compute_capability
+    for variant in recipes.models:
+        spec = launch_spec(hw, variant)
+        backend = commands.attention_backend(hw, spec.flags, recipes)
+        assert backend != "triton" and recipes.gpu_rules.attention_backends[backend].covers(cc)
+        assert not spec.verified and spec.derived_from
+
+
+def test_default_backend_follows_sglangs_choice(recipes):
+    rules = recipes.gpu_rules
+    assert rules.default_backend("9.0") == "fa3"  # Hopper
+    assert rules.default_backend("10.0") == "flashinfer"  # LFM2's override on sm100
+    assert rules.default_backend("8.0") == rules.default_backend("8.9") == "flashinfer"
+
+
+def test_a_backend_that_does_not_cover_the_gpu_is_refused(recipes):
+    # The B200 cells' trtllm_mha on an sm80 GPU: the rule must catch it.
+    flags = list(commands.verified_spec("b200", "instruct").flags)
+    with pytest.raises(commands.UnsupportedGpuError, match="backends for this GPU: flashinfer"):
+        commands.check_startable("a100", "instruct", flags, recipes)
+
+
+def test_memory_rule_refuses_the_flagship_on_a_small_gpu():
+    # 8.3B parameters x 2 bytes = 15.5 GiB of weights; with the 80 % margin it needs 19.3 GiB.
+    assert commands.weights_gib("8b-a1b") == pytest.approx(15.46, abs=0.01)
+    with pytest.raises(commands.UnsupportedGpuError) as info:
+        launch_spec("a100", "8b-a1b", memory_gib=10.0)  # e.g. an A100 MIG slice
+    assert "needs at least 19.3 GiB" in str(info.value) and "10 GiB detected" in str(info.value)
+    tight = launch_spec("l4", "8b-a1b", memory_gib=22.5)
+    assert any("Tight fit: 15.5 of 22 GiB" in n for n in tight.notes)
+    assert not any("Tight" in n for n in launch_spec("l4", "instruct", memory_gib=22.5).notes)
 
 
 def test_blackwell_neighbour():

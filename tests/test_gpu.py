@@ -27,6 +27,7 @@ EXPECTED = {
     "v100": "v100",
     "rtx4090": None,
     "mixed-h100-a100": "h100",
+    "mixed-a100-h100": "a100",  # GPU 0 is the A100: that is the one the server gets
 }
 
 
@@ -60,8 +61,33 @@ def test_whole_token_matching():
 def test_notes_for_unknown_and_mixed():
     unknown = gpu.detect_from_text((ANSWERS / "rtx4090.txt").read_text())
     assert "pass --hw explicitly" in unknown.notes[0] and "RTX 4090" in unknown.summary
-    mixed = gpu.detect_from_text((ANSWERS / "mixed-h100-a100.txt").read_text())
-    assert mixed.notes == ("mixed GPU models; using the first one",)
+    mixed = gpu.detect_from_text((ANSWERS / "mixed-a100-h100.txt").read_text())
+    assert mixed.hw == "a100" and mixed.gpu.name == "NVIDIA A100-SXM4-80GB"
+    assert mixed.notes == (
+        "mixed GPU models: the server will use GPU 0 (NVIDIA A100-SXM4-80GB, the default); "
+        "set CUDA_VISIBLE_DEVICES=<index> to pick another",
+    )
+    assert "(using GPU 0: NVIDIA A100-SXM4-80GB)" in mixed.summary
+
+
+@pytest.mark.parametrize(
+    ("visible", "hw", "index"), [("1", "h100", 1), ("1,0", "h100", 1), ("0", "a100", 0)]
+)
+def test_cuda_visible_devices_chooses_the_gpu(visible, hw, index):
+    mixed = gpu.detect_from_text((ANSWERS / "mixed-a100-h100.txt").read_text(), visible=visible)
+    assert (mixed.hw, mixed.index) == (hw, index)
+    assert "chosen by CUDA_VISIBLE_DEVICES" in mixed.notes[0]
+    assert mixed.memory_gib == pytest.approx(mixed.gpu.memory_mib / 1024)
+
+
+def test_cuda_visible_devices_that_hide_or_miss_every_gpu():
+    text = (ANSWERS / "h100-sxm.txt").read_text()
+    hidden = gpu.detect_from_text(text, visible="")
+    assert not hidden.gpus and hidden.error is None and "hides every GPU" in hidden.notes[0]
+    missing = gpu.detect_from_text(text, visible="5")
+    assert not missing.gpus and "names GPU 5; nvidia-smi lists 2" in missing.error
+    uuid = gpu.detect_from_text(text, visible="GPU-8f0c1d2e")
+    assert uuid.hw == "h100" and "is not an index; assuming GPU 0" in uuid.notes[0]
 
 
 def _fake_smi(tmp_path: Path, body: str) -> str:

@@ -8,8 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import runner
-from helpers.recipes import load_recipes
+from helpers import project, runner
 
 NOTEBOOKS = runner.available()
 STANDARD_PARAMETERS = {
@@ -39,7 +38,7 @@ def test_committed_without_outputs_or_widget_state(path: Path):
         # Only tags: no papermill/execution timings or collapsed/scrolled state from a run.
         assert set(cell.metadata) <= {"tags"}, f"{path.name}: cell metadata {set(cell.metadata)}"
     assert "widgets" not in nb.metadata, f"{path.name}: widget state is committed"
-    assert set(nb.metadata) <= {"kernelspec", "language_info", "colab"}, (
+    assert set(nb.metadata) <= {"kernelspec", "language_info", "colab", "accelerator"}, (
         f"{path.name}: run metadata is committed: {set(nb.metadata)}"
     )
     nbformat.validate(nb)
@@ -57,11 +56,54 @@ def test_parameters_cell_comes_first(path: Path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_colab_badge_and_install_point_at_the_project(path: Path):
-    project = load_recipes().project
-    text = path.read_text()
-    assert project.colab_url(path.name) in text
-    assert f"https://github.com/{project.github_repo}" in text
+def test_colab_badge_and_clone_agree_with_pyproject(path: Path):
+    """Every github.com or Colab address in a notebook is pyproject.toml's Repository."""
+    import re
+
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(cell.source for cell in nb.cells)
+    assert project.colab_url(path.name) in nb.cells[0].source  # the badge, in the title cell
+    colab = re.findall(r"https://colab\.research\.google\.com/github/[^)\s\"]+", text)
+    assert colab == [project.colab_url(path.name)]
+    clones = re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", text)
+    assert clones and set(clones) <= {
+        project.repository_url(),
+        "https://github.com/sgl-project/sglang",
+    }
+    boot = nb.cells[3]
+    assert "google.colab" in boot.source and project.repository_url() in boot.source
+    # Loud failure: every step's exit status is checked and its output shown.
+    assert "if done.returncode:" in boot.source and "raise RuntimeError" in boot.source
+    assert nb.cells[2].cell_type == "markdown" and "Colab" in nb.cells[2].source
+    assert nb.metadata["accelerator"] == "GPU" and nb.metadata["colab"]["gpuType"] == "L4"
+
+
+def test_repository_url_is_stated_once():
+    assert project.repository_url().startswith("https://github.com/")
+    data = (Path(project.REPO_ROOT) / "data" / "recipes.yaml").read_text()
+    assert project.github_slug() not in data  # pyproject.toml holds it, nothing else
+    readme = (Path(project.REPO_ROOT) / "README.md").read_text()
+    assert f"git clone {project.repository_url()} " in readme
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_kernel_without_the_cookbook_is_told_which_to_pick(path: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    nb = nbformat.read(path, as_version=4)
+    params, boot = nb.cells[1].source, nb.cells[3].source
+    script = tmp_path / "cells.py"
+    script.write_text(params + "\n" + boot)
+    # The interpreter this venv was made from, isolated (-I): `helpers` is not importable there,
+    # as in a kernel that is not the cookbook's.
+    bare = Path(sys.base_prefix) / "bin" / "python3"
+    out = subprocess.run([str(bare), "-I", str(script)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: this kernel (")
+    assert "choose the kernel 'LFM2.5 cookbook'" in last and "make lab" in last
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

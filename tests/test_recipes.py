@@ -67,8 +67,19 @@ def test_matrix_shape(recipes):
     ]
     assert "--mm-feature-transport cuda_ipc" in recipes.deploy.vision_env_note
     derived = {k: h.derive_from for k, h in recipes.hardware.items() if h.derive_from}
-    assert derived["a100"] == "h100" and derived["l4"] == "h100" and derived["t4"] == "h100"
-    assert recipes.hardware["t4"].bf16 is False
+    assert derived["a100"] == "h100" and derived["l4"] == "h100" and "t4" not in derived
+    assert recipes.hardware["t4"].bf16 is False and recipes.hardware["t4"].status == "unsupported"
+    assert [h for h, hw in recipes.hardware.items() if not hw.supported] == ["t4", "v100"]
+
+
+def test_unsupported_gpu_needs_evidence_and_no_recipe(raw_recipes):
+    evidence = raw_recipes["hardware"]["t4"].pop("evidence")
+    with pytest.raises(RecipeError, match="hardware.t4: say why it is unsupported in evidence"):
+        parse_recipes(raw_recipes)
+    raw_recipes["hardware"]["t4"]["evidence"] = evidence
+    raw_recipes["hardware"]["v100"]["derive_from"] = "h100"
+    with pytest.raises(RecipeError, match="hardware.v100: an unsupported GPU has no cells"):
+        parse_recipes(raw_recipes)
 
 
 def test_lambda_recipe(recipes):

@@ -46,6 +46,7 @@ def test_sglang_plan_is_the_verified_cell_on_loopback():
     assert (flags["--host"], flags["--port"]) == ("127.0.0.1", "31003")
     assert flags["--mm-attention-backend"] == "fa4"
     assert plan.env == {
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # so that CUDA_VISIBLE_DEVICES means nvidia-smi's index
         "SGLANG_USE_CUDA_IPC_TRANSPORT": "1",
         "SGLANG_USE_IPC_POOL_HANDLE_CACHE": "1",
     }
@@ -91,6 +92,7 @@ def test_vllm_plan_follows_the_lambda_flags():
 
 def test_auto_without_gpu_is_cpu(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("COOKBOOK_SGLANG_BIN", raising=False)
     assert server.resolve_engine("auto") == "cpu"
     with pytest.raises(CookbookChoiceError, match="valid: auto, sglang, vllm, cpu"):
         server.resolve_engine("tgi")

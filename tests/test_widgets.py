@@ -111,19 +111,18 @@ def test_no_override_or_the_same_tp_stays_verified(tp):
 
 
 def test_a_gpu_outside_the_matrix_gets_the_derived_recipe_not_verified():
-    state = panel_state(Selection("t4", "350m"))
+    state = panel_state(Selection("l4", "350m"))
     assert state.badge == NOT_VERIFIED and state.derived_from == "h100/350m"
     assert "derived from the verified h100/350m cell" in state.reason
     lines = state.command.splitlines()
-    assert lines[0] == "SGLANG_MAMBA_CONV_DTYPE=float16 \\"  # T4 has no bf16
-    assert "  --dtype float16 \\" in lines
-    assert any("no bf16" in note for note in state.notes)
-    assert "t4 / 350m" in query_of(state.submit_url)["combination"]
+    assert lines[0] == "sglang serve \\"
+    assert any("flashinfer attention backend" in note for note in state.notes)
+    assert "l4 / 350m" in query_of(state.submit_url)["combination"]
 
 
 def test_hf_token_is_named_never_valued(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", CANARY)
-    for hw in ("h100", "t4"):
+    for hw in ("h100", "l4"):
         for docker in (False, True):
             state = panel_state(Selection(hw, "vl", tp=2, docker=docker))
             text = " ".join(
@@ -227,9 +226,10 @@ def test_copy_button_carries_the_exact_command():
 def test_pickers_list_the_matrix_first_then_derived_gpus_and_models():
     hw_ids = [hw for _, hw in hardware_options()]
     assert hw_ids[:3] == ["h100", "h200", "b200"]
-    assert set(hw_ids[3:]) == {"gh200", "b300", "a100", "a10g", "l4", "l40s", "t4", "v100"}
+    # GPUs SGLang cannot run (T4, V100) have no command, so they are not offered.
+    assert set(hw_ids[3:]) == {"gh200", "b300", "a100", "a10g", "l4", "l40s"}
     labels = dict((hw, label) for label, hw in hardware_options())
-    assert "Not Verified" in labels["t4"] and "Not Verified" not in labels["h100"]
+    assert "Not Verified" in labels["l4"] and "Not Verified" not in labels["h100"]
     variants = [v for _, v in variant_options()]
     assert variants[:8] == list(SERVING)
     assert {"jp-original", "base-1.2b"} <= set(variants[8:])
@@ -241,6 +241,7 @@ def test_pickers_list_the_matrix_first_then_derived_gpus_and_models():
         (None, "NVIDIA H200, 143771, 9.0", "h200", "detected: 1x NVIDIA H200 -> h200"),
         (None, "NVIDIA L4, 23034, 8.9", "l4", "detected: 1x NVIDIA L4 -> l4"),
         (None, "Tesla K80, 11441, 3.7", "h100", "not in the recipes; showing the h100 cell"),
+        (None, "Tesla T4, 15360, 7.5", "h100", "which SGLang cannot run (SGLang 0.5.23 does not"),
         (None, None, "h100", "no NVIDIA GPU here: showing the h100 cell"),
         ("b200", "NVIDIA H100 80GB HBM3, 81559, 9.0", "b200", "chosen by the HW parameter"),
     ],

@@ -1,0 +1,191 @@
+"""What this machine can run: the engine `auto` means here, and what set-up must install for it.
+
+One decision, used three ways: by `resolve_engine` when a notebook launches a server, by
+`ci/setup.sh` (through `python -m helpers.machine --shell`) before it installs anything, and by
+the Colab bootstrap. It never downgrades in silence: a GPU without SGLang, a GPU SGLang cannot
+run, or an nvidia-smi that fails is an error that says what to do, not a quiet switch to the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers import commands, gpu
+from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
+
+ENGINES = ("auto", "sglang", "vllm", "cpu")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SGLANG_VENV = REPO_ROOT / ".venvs" / "sglang"
+CPU_ENGINE_VENV = REPO_ROOT / ".venvs" / "cpu-engine"
+SETUP = "bash ci/setup.sh"  # run from the repository root
+
+
+class EngineUnavailableError(RuntimeError):
+    """The requested engine cannot run here; the message names the cause and the fix."""
+
+
+def sglang_pin() -> str:
+    """The `gpu` extra's SGLang requirement, e.g. sglang==0.5.23 (pyproject.toml)."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    return next(r for r in project["optional-dependencies"]["gpu"] if r.startswith("sglang"))
+
+
+def sglang_program() -> Path | None:
+    """The `sglang` console script the servers launch: COOKBOOK_SGLANG_BIN, the environment
+    set-up makes (.venvs/sglang), this Python's own environment, or PATH (e.g. the dev image)."""
+    given = os.environ.get("COOKBOOK_SGLANG_BIN")
+    if given:
+        return Path(given) if Path(given).exists() else None
+    for candidate in (SGLANG_VENV / "bin" / "sglang", Path(sys.executable).parent / "sglang"):
+        if candidate.exists():
+            return candidate
+    found = shutil.which("sglang")
+    return Path(found) if found else None
+
+
+def no_sglang_error(detection: gpu.Detection) -> EngineUnavailableError:
+    install = (
+        f"Install it with `{SETUP} sglang` in {REPO_ROOT} ({sglang_pin()}, several GB; `make run` "
+        "does it too)"
+    )
+    if not detection.gpus:
+        return EngineUnavailableError(
+            f"SGLang is not installed, and it needs an NVIDIA GPU: this machine has none "
+            f"({detection.summary}). Use ENGINE='cpu' here, or a GPU machine. {install}"
+        )
+    return EngineUnavailableError(
+        f"this machine has a GPU ({detection.summary}) but SGLang is not installed: no `sglang` "
+        f"in {SGLANG_VENV / 'bin'}, in {Path(sys.executable).parent} or on PATH. {install}, "
+        "or set ENGINE='cpu' to run on the CPU engine with the fixture models"
+    )
+
+
+def _gpu_problem(detection: gpu.Detection, recipes: Recipes) -> str | None:
+    """Why SGLang cannot serve on the detected GPU, or None."""
+    if detection.hw is None:
+        name = detection.gpu.name if detection.gpu else "this GPU"
+        return (
+            f"{name} is not one of the GPUs the recipes know ({', '.join(recipes.hardware)}): "
+            "pass HW=<id> (`--hw`) for the nearest one, or set ENGINE='cpu'"
+        )
+    try:
+        commands.check_supported(detection.hw, recipes)
+    except commands.UnsupportedGpuError as exc:
+        return str(exc)
+    return None
+
+
+def choose_engine(
+    requested: str,
+    detection: gpu.Detection,
+    sglang_present: bool,
+    recipes: Recipes | None = None,
+) -> str:
+    """The engine a launch uses. `auto`: SGLang with a GPU and SGLang, the CPU engine with no
+    GPU; anything in between raises EngineUnavailableError naming the fix."""
+    recipes = recipes or load_recipes()
+    if requested not in ENGINES:
+        raise CookbookChoiceError("engine", requested, list(ENGINES))
+    if requested != "auto":
+        return requested
+    if detection.error:
+        raise EngineUnavailableError(
+            f"nvidia-smi is on PATH but {detection.error}: fix the driver, or set ENGINE='cpu' "
+            "to run on the CPU engine"
+        )
+    if not detection.gpus:
+        return "cpu"
+    problem = _gpu_problem(detection, recipes)
+    if problem:
+        raise EngineUnavailableError(problem)
+    if not sglang_present:
+        raise no_sglang_error(detection)
+    return "sglang"
+
+
+@dataclass(frozen=True)
+class MachinePlan:
+    """What set-up installs on this machine and which engine the notebooks then use."""
+
+    requested: str
+    detection: gpu.Detection
+    engine: str | None  # None: set-up stops (see `stop`)
+    environments: tuple[str, ...] = ()  # what ci/setup.sh makes besides .venv
+    stop: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def lines(self) -> list[str]:
+        out = [f"GPU          {self.detection.summary}"]
+        out += [f"             note: {n}" for n in self.detection.notes]
+        if self.stop:
+            return [*out, f"stop         {self.stop}"]
+        installs = {
+            "sglang": f".venvs/sglang: {sglang_pin()} (the `gpu` extra: CUDA torch, kernels; "
+            "several GB to download)",
+            "cpu-engine": ".venvs/cpu-engine: the CPU build of vLLM (about 6 GB, a few minutes)",
+        }
+        out.append(".venv        the helpers package, JupyterLab, papermill, test tools")
+        out += [f"install      {installs[e]}" for e in self.environments]
+        what = {
+            "sglang": "SGLang, the verified cells, real LFM2.5 weights from the Hugging Face hub",
+            "cpu": "the CPU engine serving the project's fixtures (tiny models, NOT LFM2.5)",
+            "vllm": "vLLM on the GPU (install vllm yourself: set-up does not)",
+        }[self.engine]
+        out.append(f"engine       {self.engine}: {what}")
+        out += [f"note         {n}" for n in self.notes]
+        return out
+
+    def shell(self) -> str:
+        """KEY=value lines for ci/setup.sh (no spaces in values)."""
+        return f"ENGINE={self.engine or ''}\nENVIRONMENTS={','.join(self.environments)}\n"
+
+
+def plan(requested: str = "auto", detection: gpu.Detection | None = None) -> MachinePlan:
+    """Decide what set-up installs for `requested` on this machine (nothing is installed)."""
+    recipes = load_recipes()
+    detection = detection if detection is not None else gpu.detect(recipes)
+    if requested not in ENGINES:
+        raise CookbookChoiceError("engine", requested, list(ENGINES))
+    notes = []
+    if os.environ.get("HF_TOKEN"):
+        notes.append("HF_TOKEN is set: the engines read it from the environment")
+    if requested == "cpu":
+        return MachinePlan(requested, detection, "cpu", ("cpu-engine",))
+    if requested == "vllm":
+        return MachinePlan(requested, detection, "vllm", (), None, tuple(notes))
+    if requested == "auto" and not detection.gpus and not detection.error:
+        return MachinePlan(requested, detection, "cpu", ("cpu-engine",))
+    try:
+        # SGLang is what set-up installs next, so plan as if it were there.
+        engine = choose_engine(requested, detection, sglang_present=True, recipes=recipes)
+    except EngineUnavailableError as exc:
+        return MachinePlan(requested, detection, None, (), str(exc))
+    return MachinePlan(requested, detection, engine, ("sglang",), None, tuple(notes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.machine", description="what set-up installs on this machine"
+    )
+    parser.add_argument("--engine", default=os.environ.get("ENGINE") or "auto", help="auto|...")
+    parser.add_argument("--shell", action="store_true", help="KEY=value lines for ci/setup.sh")
+    args = parser.parse_args(argv)
+    try:
+        result = plan(args.engine)
+    except CookbookChoiceError as exc:
+        print(f"setup: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(f"[plan] {line}" for line in result.lines()), file=sys.stderr)
+    if args.shell:
+        print(result.shell(), end="")
+    return 3 if result.stop else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""What `auto` means on a machine, and what set-up installs there, with recorded nvidia-smi
+answers on PATH (SGLang itself is never faked: 'no SGLang' is the only state tested)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import gpu, machine
+from helpers.machine import EngineUnavailableError, choose_engine
+from tests.conftest import NVIDIA_SMI_ANSWERS, REPO, fake_nvidia_smi_env
+
+
+def detection(answer: str) -> gpu.Detection:
+    return gpu.detect_from_text((NVIDIA_SMI_ANSWERS / f"{answer}.txt").read_text())
+
+
+NO_GPU = gpu.Detection()
+
+
+def test_auto_is_sglang_with_a_gpu_and_sglang_and_cpu_without_a_gpu():
+    assert choose_engine("auto", detection("h100-sxm"), sglang_present=True) == "sglang"
+    assert choose_engine("auto", detection("l4"), sglang_present=True) == "sglang"
+    assert choose_engine("auto", NO_GPU, sglang_present=False) == "cpu"
+    # An explicit engine is taken as asked, GPU or not.
+    assert choose_engine("cpu", detection("h100-sxm"), sglang_present=True) == "cpu"
+
+
+def test_a_gpu_without_sglang_is_an_error_not_the_cpu_engine():
+    with pytest.raises(EngineUnavailableError) as info:
+        choose_engine("auto", detection("h100-sxm"), sglang_present=False)
+    text = str(info.value)
+    assert "has a GPU (2x NVIDIA H100 80GB HBM3 -> h100) but SGLang is not installed" in text
+    assert "`bash ci/setup.sh sglang`" in text and machine.sglang_pin() in text
+    assert "ENGINE='cpu'" in text
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        ("t4-colab", "Pick an L4 or A100 runtime"),
+        ("v100", "the triton backend is refused by LFM2"),
+        ("rtx4090", "is not one of the GPUs the recipes know"),
+    ],
+)
+def test_a_gpu_sglang_cannot_run_is_an_error_with_the_reason(answer, says):
+    with pytest.raises(EngineUnavailableError, match=says):
+        choose_engine("auto", detection(answer), sglang_present=True)
+
+
+def test_a_failing_nvidia_smi_is_not_taken_for_no_gpu():
+    broken = gpu.Detection(error="nvidia-smi failed: couldn't communicate with the NVIDIA driver")
+    with pytest.raises(EngineUnavailableError, match="fix the driver, or set ENGINE='cpu'"):
+        choose_engine("auto", broken, sglang_present=True)
+
+
+def test_plans_name_what_set_up_installs():
+    h100 = machine.plan("auto", detection("h100-sxm"))
+    assert (h100.engine, h100.environments, h100.stop) == ("sglang", ("sglang",), None)
+    assert any("the `gpu` extra" in line and "sglang==" in line for line in h100.lines())
+    cpu = machine.plan("auto", NO_GPU)
+    assert (cpu.engine, cpu.environments) == ("cpu", ("cpu-engine",))
+    t4 = machine.plan("auto", detection("t4-colab"))
+    assert t4.engine is None and "sm75" in t4.stop and t4.shell() == "ENGINE=\nENVIRONMENTS=\n"
+    forced = machine.plan("cpu", detection("t4-colab"))
+    assert (forced.engine, forced.environments) == ("cpu", ("cpu-engine",))
+
+
+def test_cookbook_run_on_a_gpu_without_sglang_fails_in_seconds(cookbook_exe, tmp_path):
+    env = fake_nvidia_smi_env(tmp_path, "h100-sxm", COOKBOOK_SGLANG_BIN=str(tmp_path / "no-sglang"))
+    out_dir = tmp_path / "run"
+    started = time.monotonic()
+    out = subprocess.run(
+        [cookbook_exe, "run", "01", "--out", str(out_dir)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert time.monotonic() - started < 30
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.startswith("cookbook: error: this machine has a GPU (2x NVIDIA H100")
+    assert "SGLang is not installed" in out.stderr and "Traceback" not in out.stderr
+    # No notebook ran, so no fixture was served.
+    assert not (out_dir / "01_chat.ipynb").exists()
+
+
+def test_cookbook_serve_on_a_t4_says_why(cookbook_exe, tmp_path):
+    env = fake_nvidia_smi_env(tmp_path, "t4-colab")
+    out = subprocess.run(
+        [cookbook_exe, "serve", "--variant", "350m"], capture_output=True, text=True, env=env,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "NVIDIA T4 (t4, compute capability 7.5) cannot run" in out.stderr
+
+
+# ----- ci/setup.sh ---------------------------------------------------------------------------
+
+
+def setup(*args: str, env: dict, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "ci/setup.sh", *args], cwd=cwd, capture_output=True, text=True, env=env,
+        timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("answer", "engine", "code", "says"),
+    [
+        ("h100-sxm", "auto", 0, "install      .venvs/sglang: sglang==0.5.23 (the `gpu` extra"),
+        ("mixed-a100-h100", "auto", 0, "the server will use GPU 0 (NVIDIA A100-SXM4-80GB"),
+        (None, "auto", 0, "engine       cpu: the CPU engine serving the project's fixtures"),
+        ("t4-colab", "auto", 3, "Pick an L4 or A100 runtime"),
+        ("t4-colab", "cpu", 0, "install      .venvs/cpu-engine"),
+    ],
+)
+def test_setup_plan(tmp_path, answer, engine, code, says):
+    out = setup("plan", env=fake_nvidia_smi_env(tmp_path, answer, ENGINE=engine))
+    assert out.returncode == code, out.stderr
+    assert says in out.stderr
+    assert "preparing .venvs" not in out.stderr  # a plan installs no engine
+
+
+def _copy_of_the_project(dest: Path) -> Path:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, files):
+        source = REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(source.read_bytes())
+    return dest
+
+
+def test_setup_adopts_a_user_made_venv_and_deletes_nothing(tmp_path):
+    project = _copy_of_the_project(tmp_path / "project")
+    subprocess.run(["python3", "-m", "venv", str(project / ".venv")], check=True)
+    mine = project / ".venv" / "my-notes.txt"
+    mine.write_text("the user's own file")
+    env = fake_nvidia_smi_env(tmp_path, None, JUPYTER_DATA_DIR=str(tmp_path / "jupyter"))
+    out = setup("main", env=env, cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert "adopting .venv (made outside the cookbook)" in out.stderr
+    assert mine.read_text() == "the user's own file"
+    assert (project / ".venv" / ".cookbook-adopted").exists()
+    assert not (project / ".venv" / ".stamp").exists()  # never ours: never rebuilt or deleted
+    assert (project / ".venv" / "bin" / "cookbook").exists()
+    kernel = json.loads(
+        (tmp_path / "jupyter" / "kernels" / "lfm25-cookbook" / "kernel.json").read_text()
+    )
+    assert kernel["display_name"] == "LFM2.5 cookbook"
+    assert kernel["argv"][0].startswith(str(project / ".venv"))
+    # `make clean` leaves it too.
+    subprocess.run(["make", "clean"], cwd=project, check=True, capture_output=True)
+    assert mine.exists()
+
+
+def test_setup_stops_on_a_foreign_venv_it_cannot_use(tmp_path):
+    project = _copy_of_the_project(tmp_path / "project")
+    python = project / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\necho 'Python 3.8.10'\nexit 1\n")
+    python.chmod(0o755)
+    out = setup("main", env=fake_nvidia_smi_env(tmp_path, None), cwd=project)
+    assert out.returncode == 1
+    assert "was not made by this cookbook" in out.stderr and "Nothing was deleted" in out.stderr
+    assert python.exists()
