@@ -28,6 +28,11 @@ def executed(tmp_path_factory, cookbook_exe):
     return out, logs, proc
 
 
+# The whole run happens in the fixture, inside the first test's time limit: give it the run's.
+RUN_TIMEOUT = pytest.mark.timeout(3000)
+
+
+@RUN_TIMEOUT
 def test_every_notebook_passes(executed):
     out, _, proc = executed
     summary = json.loads((out / "summary.json").read_text())
@@ -45,6 +50,7 @@ def test_every_notebook_passes(executed):
     )
 
 
+@RUN_TIMEOUT
 def test_the_canary_token_leaks_nowhere(executed):
     out, logs, _ = executed
     files = [*out.rglob("*.ipynb"), *out.rglob("*.json"), *logs.rglob("*.log")]
@@ -53,6 +59,7 @@ def test_the_canary_token_leaks_nowhere(executed):
     assert leaked == []
 
 
+@RUN_TIMEOUT
 def test_no_server_outlives_the_run(executed):
     import psutil
 
