@@ -281,9 +281,10 @@ def test_deploy_panel_in_jupyterlab(lab, browser):
         timeout_s=120,
     )
 
-    # Run from the top through the panel cell: title, parameters, Colab set-up, prose, panel.
+    # Run from the top through the panel cell: title, parameters, where-it-runs prose, Colab
+    # set-up, prose, panel.
     driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[0].click()
-    for _ in range(5):  # keys go to the focused notebook, as typed
+    for _ in range(6):  # keys go to the focused notebook, as typed
         ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
         time.sleep(0.3)
     wait_for(
