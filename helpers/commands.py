@@ -228,6 +228,8 @@ def launch_spec(
         notes.append(f"{model.display_name}: the {base_variant} cell with the model path swapped.")
         if model.note:
             notes.append(model.note)
+        if model.capabilities.base:
+            notes.append(recipes.base_note)
         derived_from = spec.cell_id
     if hardware.derive_from is not None:
         check_startable(hw, variant, flags, recipes)
@@ -251,12 +253,26 @@ def launch_spec(
     return with_tp(spec, tp, recipes) if tp is not None else spec
 
 
+def tp_offered(variant: str, recipes: Recipes | None = None) -> bool:
+    """Whether the Playground offers a TP override for this model (a Base repo: its based_on)."""
+    recipes = recipes or load_recipes()
+    model = recipes.model(variant)
+    return (model.based_on or variant) in recipes.playground.tp_variants
+
+
 def with_tp(spec: LaunchSpec, tp: int, recipes: Recipes | None = None) -> LaunchSpec:
     """The Playground's TP override: replace --tp, placed right after --model-path."""
     recipes = recipes or load_recipes()
     valid = [v for v in recipes.playground.tp_values if v is not None]
     if tp not in valid:
         raise CookbookChoiceError("TP override", tp, [str(v) for v in valid])
+    if str(tp) != _flag_value(list(spec.flags), "--tp") and not tp_offered(spec.variant, recipes):
+        raise CookbookChoiceError(
+            f"variant for a TP override (the seed offers TP=2 on the larger checkpoints only; "
+            f"{spec.variant} is not one)",
+            spec.variant,
+            recipes.playground.tp_variants,
+        )
     flags = _strip_flag(list(spec.flags), "--tp")
     at = next(i for i, f in enumerate(flags) if f.startswith("--model-path")) + 1
     flags.insert(at, f"--tp {tp}")

@@ -194,6 +194,7 @@ class Submit(_Strict):
 
 class Playground(_Strict):
     tp_values: list[int | None]
+    tp_variants: list[str]
     submit: Submit
 
 
@@ -244,6 +245,8 @@ class Recipes(_Strict):
     models: dict[str, Model]
     sampling: dict[str, SamplingPreset]
     sampling_note: str
+    sampling_vl_note: str
+    base_note: str
     hardware: dict[str, Hardware]
     gpu_rules: GpuRules
     deploy: Deploy
@@ -316,6 +319,12 @@ class Recipes(_Strict):
                 raise ValueError(
                     f"engines.vllm_reasoning_parsers: no vLLM equivalent of {parser!r} "
                     f"(used by models.{model_id})"
+                )
+        for variant in self.playground.tp_variants:
+            if variant not in variants:
+                raise ValueError(
+                    f"playground.tp_variants: {variant!r} is not a serving variant; "
+                    f"valid: {', '.join(variants)}"
                 )
         lam = self.lambda_8b_a1b
         if lam.source not in self.sources:

@@ -492,6 +492,13 @@ class DeployPanel:
         self._refresh()
 
     def _refresh(self) -> None:
+        # The seed offers the TP override on the larger checkpoints only (data: tp_variants).
+        offered = commands.tp_offered(self.variant.value, self.recipes)
+        self.tp.disabled = not offered
+        self.tp.tooltip = "" if offered else "TP=2 is offered for the larger checkpoints only"
+        if not offered and self.tp.value not in (NO_TP, 1):
+            self.tp.value = NO_TP  # observed: this refreshes again with the override gone
+            return
         try:
             state = panel_state(self.selection, self.recipes)
         except (CookbookChoiceError, PlaceholderError) as exc:

@@ -253,3 +253,24 @@ def test_lambda_commands_as_the_guide_writes_them():
     assert vllm.endswith("--gpu-memory-utilization 0.9")
     with pytest.raises(CookbookChoiceError, match="valid: sglang, vllm"):
         commands.render_lambda("trt")
+
+
+# ----- where the cookbook and its sources differ (each difference said where it is shown) ------
+
+
+def test_tp_override_is_offered_on_the_larger_checkpoints_only(recipes):
+    assert recipes.playground.tp_variants == ["8b-a1b", "instruct", "thinking", "jp", "vl"]
+    assert commands.with_tp(launch_spec("h100", "8b-a1b"), 2).flags.count("--tp 2") == 1
+    assert commands.tp_offered("base-8b-a1b") and not commands.tp_offered("base-350m")
+    for small in ("350m", "230m", "vl-450m"):
+        with pytest.raises(CookbookChoiceError, match="larger checkpoints only"):
+            commands.with_tp(launch_spec("h100", small), 2)
+        # TP=1 is the cell itself: no override, still Verified.
+        assert commands.with_tp(launch_spec("h100", small), 1).verified
+
+
+def test_base_commands_say_the_parsers_are_dropped_by_the_cookbooks_choice(recipes):
+    for variant in ("base-230m", "base-1.2b", "base-8b-a1b"):
+        notes = " ".join(launch_spec("h200", variant).notes)
+        assert "this cookbook's own choice" in notes and "The seed launches the Base repos" in notes
+    assert not any("own choice" in n for n in launch_spec("h200", "jp-original").notes)

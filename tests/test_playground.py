@@ -34,7 +34,7 @@ def test_tp2_flips_the_badge_and_shows_the_diff(docker):
 
 
 def test_submit_url_carries_the_combination_and_command():
-    result = playground("h200", "vl-450m", tp=2)
+    result = playground("h200", "vl", tp=2)
     url = urlsplit(result.submit_url)
     assert (url.scheme, url.netloc, url.path) == (
         "https",
@@ -43,8 +43,8 @@ def test_submit_url_carries_the_combination_and_command():
     )
     query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
     assert query["template"] == "3-playground-verified-cell.yml"
-    assert query["title"] == "[Playground] Verified cell: h200 / vl-450m / bf16 / default / single"
-    assert query["combination"] == "h200 / vl-450m / bf16 / default / single"
+    assert query["title"] == "[Playground] Verified cell: h200 / vl / bf16 / default / single"
+    assert query["combination"] == "h200 / vl / bf16 / default / single"
     assert query["model"] == "LiquidAI/lfm2.5"
     assert result.command in query["cell-snippet"]
     assert "--tp 2" in query["cell-snippet"]

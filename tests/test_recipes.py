@@ -175,3 +175,16 @@ def test_round_trip_of_the_real_file(tmp_path, raw_recipes):
     path = tmp_path / "copy.yaml"
     path.write_text(yaml.safe_dump(raw_recipes, sort_keys=False))
     assert load_recipes_file(path).variants == list(SERVING)
+
+
+def test_choose_when_keeps_the_seeds_limits(recipes):
+    for variant in ("350m", "230m"):
+        assert "math, code, or creative writing" in recipes.models[variant].choose_when
+
+
+def test_support_statement_keeps_the_seeds_advice(recipes):
+    note = recipes.install.note
+    assert (
+        "ships on SGLang main" in note and "install from source or use the Docker dev image" in note
+    )
+    assert "Checked here for the pinned release" in note

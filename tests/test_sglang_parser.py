@@ -43,7 +43,7 @@ def all_commands(recipes) -> tuple[list[dict], dict[str, commands.LaunchSpec]]:
     for hw in recipes.verified_hardware:
         for variant in recipes.variants:
             add(f"{hw}/{variant}/docker", launch_spec(hw, variant), docker=True)
-            for tp in (1, 2):
+            for tp in (1, 2) if commands.tp_offered(variant, recipes) else (1,):
                 add(f"{hw}/{variant}/tp{tp}", commands.playground(hw, variant, tp=tp).spec)
     add(
         "h100/instruct/local",
@@ -74,7 +74,8 @@ def test_every_command_is_accepted(checked, recipes):
     assert rejected == {}
     # 11 GPUs x 13 models, 24 docker cells, 48 TP overrides, one local, one Lambda.
     supported = [h for h in recipes.hardware.values() if h.supported]
-    assert len(results) == len(supported) * len(recipes.models) + 24 * 3 + 2
+    tp2 = len(recipes.verified_hardware) * len(recipes.playground.tp_variants)
+    assert len(results) == len(supported) * len(recipes.models) + 24 * 2 + tp2 + 2
 
 
 # Upstream's cells write `--tp`, which SGLang's parser declares only as `--tp-size` /
@@ -204,3 +205,24 @@ def test_newer_feature_transport_flag_is_understood(sglang_check_python):
     text = "SGLANG_USE_IPC_POOL_HANDLE_CACHE=1 sglang serve --model-path LiquidAI/LFM2.5-VL-1.6B --mm-feature-transport cuda_ipc"
     result = sglang_check(sglang_check_python, [{"id": "mm", "command": text}])["results"][0]
     assert result["ok"], result["error"]
+
+
+def test_the_pinned_release_has_what_the_install_note_says(sglang_check_python, recipes):
+    """recipes.install.note: the model classes, the lfm2 tool parser and both reasoning parsers
+    are in the pinned SGLang (read from its installed source, no GPU needed)."""
+    script = (
+        "import pathlib, re, sglang\n"
+        "root = pathlib.Path(sglang.__file__).parent / 'srt'\n"
+        "entries = ' '.join(re.findall(r'^EntryClass = .*$', "
+        "''.join(p.read_text() for p in (root / 'models').glob('lfm2*.py')), re.M))\n"
+        "print(entries)\n"
+        "print((root / 'function_call' / 'function_call_parser.py').read_text().count('\"lfm2\": Lfm2Detector'))\n"
+        "print((root / 'parser' / 'reasoning_parser.py').read_text().count('\"qwen3-thinking\":'))\n"
+    )
+    out = subprocess.run([sglang_check_python, "-c", script], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    entries, lfm2_parser, thinking = out.stdout.splitlines()
+    for arch in ("Lfm2ForCausalLM", "Lfm2MoeForCausalLM", "Lfm2VlForConditionalGeneration"):
+        assert arch in entries and arch in recipes.install.note
+    assert int(lfm2_parser) >= 1 and int(thinking) >= 1

@@ -460,3 +460,12 @@ def test_with_base_url_launch_connects_and_stop_leaves_it_running(fake_engine):
         assert panel.check()[1] == "hi there"
         panel.stop()
         assert running.alive  # someone else's server keeps running
+
+
+def test_tp_override_is_disabled_where_the_seed_does_not_offer_it():
+    panel = DeployPanel("h100", "8b-a1b", engine="cpu", detection=NO_GPU)
+    panel.select(tp=2)
+    assert not panel.tp.disabled and panel.state.selection.tp == 2
+    panel.select(variant="350m")  # a small checkpoint: the override goes, the cell is Verified
+    assert panel.tp.disabled and panel.state.selection.tp is None and panel.state.verified
+    assert "larger checkpoints only" in panel.tp.tooltip
