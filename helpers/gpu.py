@@ -145,3 +145,42 @@ def detect(recipes: Recipes | None = None, executable: str | None = None) -> Det
     if text is None:
         return Detection(error=error)
     return detect_from_text(text, recipes, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    """What is already on one GPU: memory in use and the compute processes nvidia-smi lists."""
+
+    index: int
+    used_mib: int
+    total_mib: int
+    pids: tuple[int, ...] = ()
+
+    @property
+    def used_fraction(self) -> float:
+        return self.used_mib / self.total_mib if self.total_mib else 0.0
+
+
+def gpu_use(index: int = 0, executable: str | None = None) -> GpuUse | None:
+    """Memory in use on GPU `index` and its compute processes; None when nvidia-smi cannot say.
+    (Processes of other containers may be missing from the list; the memory is still counted.)"""
+    exe = executable or shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        memory = subprocess.run(
+            [exe, f"--id={index}", "--query-gpu=memory.used,memory.total",
+             "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
+        )  # fmt: skip
+        apps = subprocess.run(
+            [exe, f"--id={index}", "--query-compute-apps=pid", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
+        )  # fmt: skip
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    numbers = re.findall(r"\d+", memory.stdout) if memory.returncode == 0 else []
+    if len(numbers) < 2:
+        return None
+    pids = tuple(int(p) for p in re.findall(r"^\s*(\d+)", apps.stdout, re.M))
+    return GpuUse(index, int(numbers[0]), int(numbers[1]), pids if apps.returncode == 0 else ())

@@ -222,6 +222,7 @@ class LambdaRecipe(_Strict):
 class GpuEngine(_Strict):
     startup_timeout_s: float = Field(gt=0)
     env: dict[str, str] = Field(default_factory=dict)
+    busy_gpu_fraction: float = Field(default=1.0, gt=0, le=1)
     flags: list[str] = Field(default_factory=list)
     tool_flags: list[str] = Field(default_factory=list)
 

@@ -20,6 +20,7 @@ import ctypes
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -302,6 +303,24 @@ def write_sglang_key_config(api_key: str) -> str:
     return path
 
 
+def check_gpu_is_free(detection: gpu.Detection | None = None) -> None:
+    """Refuse to start SGLang on a GPU that something else already fills: its static memory pool
+    would not fit, and the failure would come as an out-of-memory error minutes into start-up."""
+    detection = detection if detection is not None else gpu.detect()
+    use = gpu.gpu_use(detection.index) if detection.gpus else None
+    limit = load_recipes().engines.sglang.busy_gpu_fraction
+    if use is None or use.used_fraction <= limit:
+        return
+    pids = f" by process {', '.join(map(str, use.pids))}" if use.pids else ""
+    raise ServerStartError(
+        f"GPU {use.index} ({detection.gpu.name}) already has {use.used_mib} of {use.total_mib} MiB "
+        f"in use{pids}: another server, perhaps another notebook's. SGLang reserves most of the "
+        "GPU for its memory pools, so a second server would run out of memory during start-up. "
+        "Stop the other server first (its notebook's last cell), or connect to it with "
+        "BASE_URL=... (no engine was started)"
+    )
+
+
 # Strong references: a started server nobody holds any more must still be stopped at exit.
 _LIVE: set[Server] = set()
 
@@ -359,6 +378,7 @@ class Server:
         self._watchdog: subprocess.Popen | None = None
         self._log_file = None
         self._key_file: str | None = None
+        self._user_key_dir: str | None = None
         self.returncode: int | None = None
         self.startup_s: float | None = None  # launch to ready, for servers started here
         self._pid: int | None = None
@@ -435,6 +455,19 @@ class Server:
             )
         return self._client
 
+    def key_file(self) -> Path:
+        """This launch's API key in a file only you can read (0600, in a private 0700 folder),
+        so that a command can read it, `$(cat PATH)`, without the key being printed anywhere.
+        Removed when the server stops."""
+        if self.api_key is None:
+            raise ServerError("the server is not started")
+        if self._user_key_dir is None:
+            self._user_key_dir = tempfile.mkdtemp(prefix="lfm25-key-")  # 0700
+            path = Path(self._user_key_dir) / "api-key"
+            path.touch(mode=0o600)
+            path.write_text(self.api_key)
+        return Path(self._user_key_dir) / "api-key"
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return tail(self.log_path, lines)
 
@@ -480,6 +513,8 @@ class Server:
             raise ServerStartError(
                 f"{machine.no_sglang_error(gpu.detect())} (no engine was started)"
             )
+        if self.plan.engine == "sglang":
+            check_gpu_is_free()
         if self.plan.engine == "cpu" and not cpu_engine_python().exists():
             raise ServerStartError(
                 f"the CPU engine is not installed ({cpu_engine_python()} is missing): "
@@ -659,6 +694,9 @@ class Server:
         if self._key_file is not None:
             Path(self._key_file).unlink(missing_ok=True)
             self._key_file = None
+        if self._user_key_dir is not None:
+            shutil.rmtree(self._user_key_dir, ignore_errors=True)
+            self._user_key_dir = None
         _LIVE.discard(self)
 
     # ----- context manager ----------------------------------------------------------------------
@@ -680,6 +718,11 @@ class Server:
         self.stop()
 
 
+def live_servers() -> list[Server]:
+    """The servers this process started that are still running."""
+    return [s for s in list(_LIVE) if s.owned and s.alive]
+
+
 def launch(
     variant: str = "instruct",
     engine: str = "auto",
@@ -689,8 +732,26 @@ def launch(
     api_key: str | None = None,
     hw: str | None = None,
     startup_timeout_s: float | None = None,
+    echo=print,
 ) -> Server:
-    """What every notebook does first: connect to `base_url` if given, else start a server."""
+    """What every notebook does first: connect to `base_url` if given, else start a server.
+
+    One server per kernel: a server this process already runs for the same launch is reused (a
+    launch cell run twice), and any other is stopped first (on a GPU a second server would not
+    fit beside the first one's memory pool)."""
     if base_url:
         return Server.connect(base_url, api_key=api_key, model=model)
+    wanted = {"model": model, "hw": hw}
+    for running in live_servers():
+        same = (
+            running.variant == variant
+            and running.engine_requested == engine
+            and all(running._plan_args[k] == v for k, v in wanted.items())
+        )
+        if same:
+            echo(f"reusing {running!r}: this kernel started it already (one server per kernel)")
+            return running
+    for running in live_servers():
+        echo(f"stopping {running!r} first: one server per kernel")
+        running.stop()
     return Server(variant, engine, model=model, hw=hw, startup_timeout_s=startup_timeout_s).start()

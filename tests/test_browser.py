@@ -1,7 +1,7 @@
 """The Deploy panel in a real browser: JupyterLab (headless, 127.0.0.1, a token) driven by
 Chromium through Selenium.
 
-It opens a copy of notebooks/00_deploy_panel.ipynb, runs the cells up to the panel, changes the
+It opens a copy of notebooks/07_deploy_panel.ipynb, runs the cells up to the panel, changes the
 rendered hardware, variant, TP and Docker controls, and reads the command and the badge off the
 page; then types a token into the masked field, launches the server from the page, checks that the
 token reached the engine's environment and nothing on the page, and stops it. Screenshots go to
@@ -32,7 +32,7 @@ import pytest
 from helpers.server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOK = REPO / "notebooks" / "00_deploy_panel.ipynb"
+NOTEBOOK = REPO / "notebooks" / "07_deploy_panel.ipynb"
 SHOTS = REPO / "artifacts" / "browser"
 CANARY = "hf_CANARY_browser_5e0a44"
 WAIT_S = 60  # page and widget waits
@@ -80,7 +80,7 @@ def _stop_tree(proc: subprocess.Popen, grace_s: float = 10) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab on 127.0.0.1 with a random token, in a directory holding a copy of notebook 00,
+    """JupyterLab on 127.0.0.1 with a random token, in a directory holding a copy of notebook 07,
     with its own config, settings, workspace and runtime directories."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)

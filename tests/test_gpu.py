@@ -125,3 +125,37 @@ def test_no_nvidia_smi_means_no_gpu(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     detection = gpu.detect()
     assert detection.hw is None and detection.error is None and detection.summary == "no NVIDIA GPU"
+
+
+def test_a_gpu_already_in_use_is_refused_with_the_reason(tmp_path, monkeypatch):
+    from helpers import server
+
+    exe = _fake_smi(
+        tmp_path,
+        'case "$*" in *compute-apps*) echo 4242;; *memory.used*) echo "71234, 81559";;\n'
+        f"*) cat {ANSWERS / 'h100-sxm.txt'};; esac\n",
+    )
+    use = gpu.gpu_use(0, executable=exe)
+    assert use == gpu.GpuUse(0, 71234, 81559, (4242,)) and use.used_fraction > 0.8
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(server.ServerStartError) as info:
+        server.check_gpu_is_free()
+    text = str(info.value)
+    assert (
+        "GPU 0 (NVIDIA H100 80GB HBM3) already has 71234 of 81559 MiB in use by process 4242"
+        in text
+    )
+    assert "Stop the other server first" in text and "no engine was started" in text
+
+
+def test_an_idle_gpu_passes(tmp_path, monkeypatch):
+    from helpers import server
+
+    _fake_smi(
+        tmp_path,
+        'case "$*" in *compute-apps*) ;; *memory.used*) echo "1, 81559";;\n'
+        f"*) cat {ANSWERS / 'h100-sxm.txt'};; esac\n",
+    )
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    server.check_gpu_is_free()  # no exception: 1 MiB in use is not another server
+    assert gpu.gpu_use(0).pids == ()

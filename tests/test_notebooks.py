@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -184,3 +185,44 @@ def test_ctrl_c_keeps_the_summary_and_stops_the_run(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [n["status"] for n in summary["notebooks"]] == ["passed", "failed"]
     assert summary["notebooks"][1]["error"].startswith("KeyboardInterrupt")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_prose_before_every_code_cell_and_no_lone_headings(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells[1:], 1):
+        before = nb.cells[i - 1]
+        if cell.cell_type == "code":
+            assert before.cell_type == "markdown", f"{path.name} cell {i}: code after code"
+        if cell.cell_type == "markdown":
+            lines = [line for line in cell.source.strip().splitlines() if line.strip()]
+            assert not (len(lines) == 1 and lines[0].startswith("#")), (
+                f"{path.name} cell {i}: a heading with no prose ({lines[0]!r})"
+            )
+
+
+TEACHING = ["01_chat", "02_reasoning", "03_tool_calling", "04_vision", "05_base_continuation"]
+
+
+@pytest.mark.parametrize("stem", TEACHING)
+def test_the_raw_sdk_call_comes_before_any_helper(stem: str):
+    """Each walkthrough shows the plain OpenAI call for its feature before a helper wraps it."""
+    nb = nbformat.read(runner.NOTEBOOKS_DIR / f"{stem}.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    joined = "\n".join(code)
+    first_raw = next(i for i, s in enumerate(code) if "client." in s and ".create(" in s)
+    helpers_used = [
+        i for i, s in enumerate(code) if re.search(r"\b(chat|stream_chat|run_tool_loop)\(", s)
+    ]
+    assert "OpenAI(base_url=" in joined and "api_key=server.api_key" in joined
+    assert not helpers_used or first_raw < min(helpers_used), stem
+    if stem == "02_reasoning":
+        assert '"reasoning_content"' in joined and '"reasoning"' in joined
+    if stem == "03_tool_calling":
+        assert (
+            '"role": "tool", "tool_call_id": call.id' in joined and "tools=[weather_tool]" in joined
+        )
+    if stem == "04_vision":
+        assert (
+            '{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}}' in joined
+        )

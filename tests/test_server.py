@@ -301,3 +301,28 @@ def test_readiness_timeout_is_reported_and_cleaned_up():
     assert time.monotonic() - started < FAILURE_BUDGET_S
     assert "Log: " in str(info.value)
     assert_all_gone(server.pid, server.port)
+
+
+def test_one_server_per_kernel():
+    """A launch cell run twice reuses the server; launching another variant stops it first."""
+    from helpers.server import launch, live_servers
+
+    said: list[str] = []
+    first = launch("instruct", "cpu", echo=said.append)
+    try:
+        again = launch("instruct", "cpu", echo=said.append)
+        assert again is first and first.alive and live_servers() == [first]
+        assert (
+            said[-1].startswith("reusing <Server cpu instruct")
+            and "one server per kernel" in said[-1]
+        )
+        pid, port = first.pid, first.port
+        other = launch("thinking", "cpu", echo=said.append)
+        try:
+            assert said[-1].startswith("stopping <Server cpu instruct")
+            assert not first.alive and live_servers() == [other]
+            assert_all_gone(pid, port)
+        finally:
+            other.stop()
+    finally:
+        first.stop()

@@ -226,3 +226,22 @@ def test_the_pinned_release_has_what_the_install_note_says(sglang_check_python, 
     for arch in ("Lfm2ForCausalLM", "Lfm2MoeForCausalLM", "Lfm2VlForConditionalGeneration"):
         assert arch in entries and arch in recipes.install.note
     assert int(lfm2_parser) >= 1 and int(thinking) >= 1
+
+
+def test_notebook_03s_tool_choice_claims_hold_in_the_pinned_sglang(sglang_check_python):
+    """03 says: SGLang renders tools into the prompt only when tool_choice != "none", and
+    enforces "required" / a named tool with a JSON schema. Read from the pinned source."""
+    script = (
+        "import pathlib, sglang\n"
+        "p = pathlib.Path(sglang.__file__).parent / 'srt/entrypoints/openai/serving_chat.py'\n"
+        "print(p.read_text())\n"
+    )
+    out = subprocess.run([sglang_check_python, "-c", script], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    source = out.stdout
+    render = source.index('if effective_tools and request.tool_choice != "none":')
+    block = source[render : render + 3000]
+    assert "tools = [item.model_dump() for item in request.tools]" in block
+    assert "if item.function.name == request.tool_choice.function.name" in block  # named: only it
+    assert 'request.tool_choice == "required"' in block and "get_json_schema_constraint(" in block

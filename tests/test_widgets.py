@@ -402,12 +402,17 @@ def test_launch_gives_the_token_to_the_engine_only_then_stop(fake_engine, tmp_pa
         assert "Ready: fixture/lfm2-tiny-thinking" in panel.status.value
         assert panel.stop_button.disabled is False and panel.launch_button.disabled is True
         curl, answer = panel.check()
-        assert answer == "hi there" and "$API_KEY" in curl
+        assert answer == "hi there" and f"$(cat {server.key_file()})" in curl
+        assert server.api_key not in curl
+        key_file = server.key_file()
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert key_file.parent.stat().st_mode & 0o777 == 0o700
         assert CANARY not in all_widget_state(panel)
         assert CANARY not in server.log_path.read_text()
     finally:
         panel.stop()
     assert not server.alive and not psutil.pid_exists(report["pid"])
+    assert not key_file.exists()  # the key file goes with the server
     assert panel.launch_button.disabled is False and panel.stop_button.disabled is True
     assert "Stopped" in panel.status.value
 
