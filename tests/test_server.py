@@ -326,3 +326,27 @@ def test_one_server_per_kernel():
             other.stop()
     finally:
         first.stop()
+
+
+def test_running_notebook_01s_launch_cell_twice_leaves_one_server():
+    """The launch cell of notebook 01, executed twice in one namespace as a kernel would."""
+    import nbformat
+
+    from helpers.server import live_servers
+
+    nb = nbformat.read(REPO / "notebooks" / "01_chat.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    launch_cell = next(
+        c for c in nb.cells if c.cell_type == "code" and "server = launch(" in c.source
+    )
+    namespace: dict = {}
+    exec(params.source, namespace)  # noqa: S102 - the notebook's own code
+    namespace["ENGINE"] = "cpu"
+    try:
+        exec(launch_cell.source, namespace)  # noqa: S102
+        first = namespace["server"]
+        exec(launch_cell.source, namespace)  # noqa: S102 - the user runs it again
+        assert namespace["server"] is first and live_servers() == [first] and first.alive
+    finally:
+        for server in live_servers():
+            server.stop()
