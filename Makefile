@@ -2,11 +2,13 @@
 #   make run [ENGINE=auto|sglang|cpu|vllm]   every notebook, executed (SGLang on a GPU, else CPU)
 #   make test                                the whole test suite
 #   make lab                                 JupyterLab on 127.0.0.1 with the cookbook's kernel
-.PHONY: run test setup plan lab clean
+#   make docs [RUN=runs/latest]              the docs site in site/, from an executed run
+.PHONY: run test setup plan lab docs clean
+RUN ?= runs/latest
 ENGINE ?= auto
 export ENGINE
-run:  ## the main job
-	bash ci/run.sh
+run:  ## the main job (RUN_ARGS: extra arguments for cookbook run, e.g. --cell-timeout 1200)
+	bash ci/run.sh $(RUN_ARGS)
 test:  ## the whole test suite (lint, format, pytest)
 	bash ci/test.sh
 setup:  ## what this machine's engine needs, without running the notebooks
@@ -16,7 +18,10 @@ plan:  ## what set-up would install here, and which engine the notebooks would u
 lab:  ## JupyterLab with the "LFM2.5 cookbook" kernel (on a remote box: ssh -L 8888:127.0.0.1:8888)
 	bash ci/setup.sh main
 	.venv/bin/jupyter lab --ip 127.0.0.1 --port 8888 --no-browser --notebook-dir notebooks
+docs:  ## the docs site from the executed notebooks of $(RUN) (make run first)
+	bash ci/setup.sh main
+	.venv/bin/cookbook docs --run $(RUN) --out site
 clean:  ## removes only the environments set-up made (.cookbook-made), and runs/
 	for d in .venv .venvs/*; do \
 	  if [ -f "$$d/.cookbook-made" ] || [ -f "$$d/.stamp" ]; then rm -rf "$$d"; fi; done
-	rm -rf runs
+	rm -rf runs site build/docs

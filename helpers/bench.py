@@ -170,6 +170,11 @@ def published() -> dict[str, Any]:
 # docs say card latency is P50 unless marked "Mean": we could not settle which, so the card's
 # figures are labelled "as published" and set beside both our mean and our median.
 CARD_STATISTIC = "as published (the card does not say mean or median)"
+# What a run keeps to set beside the card (notebook 06 records them; `cookbook summary` shows them).
+CARD_FIELDS = (
+    "mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "total_token_throughput",
+    "output_throughput",
+)  # fmt: skip
 
 
 def published_card(hw: str, variant: str) -> dict[str, dict[str, float]] | None:

@@ -242,6 +242,29 @@ def _bench(args: argparse.Namespace) -> int:
     return 0 if run.metrics.completed and not run.interrupted else 1
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from helpers import docs
+
+    try:
+        site = docs.build(Path(args.run), Path(args.out))
+    except docs.DocsError as exc:
+        print(f"cookbook docs: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"open {site / 'index.html'}, or serve it: python -m http.server -d {site}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from helpers import docs
+
+    try:
+        print(docs.run_summary_markdown(Path(args.run)))
+    except docs.DocsError as exc:
+        print(f"cookbook summary: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     report = doctor.run()
     print(json.dumps(report.to_json(), indent=2) if args.json else doctor.format_report(report))
@@ -321,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", help="result JSON (a .requests.jsonl is written beside it)")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("docs", help="build the docs site from an executed run")
+    p.add_argument("--run", default="runs/latest", help="the run's folder (with summary.json)")
+    p.add_argument("--out", default="site", help="where the site goes")
+    p.set_defaults(func=_docs)
+
+    p = sub.add_parser("summary", help="a run's table and benchmark figures as Markdown")
+    p.add_argument("--run", default="runs/latest", help="the run's folder (with summary.json)")
+    p.set_defaults(func=_summary)
 
     p = sub.add_parser(
         "doctor", help="Python, packages, GPU, engines and free ports on this machine"

@@ -144,6 +144,7 @@ def run(
 
     engine = resolve_engine(engine)
     echo(f"[run] engine: {engine}", flush=True)
+    context = run_context(engine)
     parameters: dict[str, Any] = {"ENGINE": engine}
     if variant:
         parameters["VARIANT"] = variant
@@ -162,20 +163,49 @@ def run(
                     error="KeyboardInterrupt: the run was interrupted (Ctrl-C) in this notebook",
                 )
             )  # fmt: skip
-            write_summary(out_dir, runs, time.monotonic() - total)
+            write_summary(out_dir, runs, time.monotonic() - total, context)
             raise
         runs.append(result)
         failure = f" -- {result.error.splitlines()[0]}" if result.error else ""
         echo(
             f"[run] {notebook.stem}: {result.status} in {result.seconds:.0f} s{failure}", flush=True
         )
-        write_summary(out_dir, runs, time.monotonic() - total)
+        write_summary(out_dir, runs, time.monotonic() - total, context)
     return runs
 
 
-def write_summary(out_dir: Path, runs: list[NotebookRun], seconds: float) -> Path:
+def run_context(engine: str) -> dict[str, Any]:
+    """Where and when a run happens: the provenance the docs site shows on every page."""
+    import datetime
+    import platform
+    import subprocess
+
+    from helpers import gpu
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+            text=True, timeout=10,
+        ).stdout.strip() or None  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
+    detection = gpu.detect()
+    return {
+        "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "engine": engine,
+        "hardware": detection.summary,
+        "hw": detection.hw,
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "commit": commit,
+    }
+
+
+def write_summary(
+    out_dir: Path, runs: list[NotebookRun], seconds: float, context: dict | None = None
+) -> Path:
     path = Path(out_dir) / "summary.json"
     data = {
+        **(context or {}),
         "seconds": round(seconds, 1),
         # Where the time goes: engine start-ups, against everything else the notebooks did.
         "startup_seconds": round(sum(r.startup_s or 0 for r in runs), 1),

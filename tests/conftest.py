@@ -69,3 +69,27 @@ def fake_nvidia_smi_env(tmp_path: Path, answer: str | None, **extra: str) -> dic
     env = {**os.environ, "PATH": f"{bin_dir}:{path}", **extra}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
+
+
+CANARY = "hf_CANARY_do_not_leak_4f1c9e"
+# The whole run happens in the `executed` fixture, inside the first test's time limit.
+RUN_TIMEOUT = pytest.mark.timeout(3000)
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory, cookbook_exe):
+    """Every notebook executed on the CPU engine, as `cookbook run` does it, with HF_TOKEN set
+    to a canary: (run folder, server logs folder, the finished process). Shared by the notebook
+    tests and the docs-site test."""
+    import subprocess
+
+    reuse = os.environ.get("COOKBOOK_TEST_REUSE_RUN")  # a run made with this fixture, to iterate
+    if reuse:
+        done = subprocess.CompletedProcess([], 0, "", "")
+        return Path(reuse), Path(reuse) / "logs", done
+    out = tmp_path_factory.mktemp("run")
+    logs = out / "logs"
+    env = {**os.environ, "HF_TOKEN": CANARY, "COOKBOOK_LOG_DIR": str(logs)}
+    proc = subprocess.run([cookbook_exe, "run", "--engine", "cpu", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=3000)  # fmt: skip
+    return out, logs, proc

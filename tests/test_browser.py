@@ -30,17 +30,16 @@ import psutil
 import pytest
 
 from helpers.server import free_port
+from tests.browser_support import CHROMEDRIVER, CHROMIUM, WAIT_S, chromium, stop_tree
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "07_deploy_panel.ipynb"
 SHOTS = REPO / "artifacts" / "browser"
 CANARY = "hf_CANARY_browser_5e0a44"
-WAIT_S = 60  # page and widget waits
+
 LAB_START_S = 90
 LAUNCH_S = 240  # the CPU engine starts in 20-60 s on 2 cores
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 _missing = [
     what
     for what, ok in (
@@ -55,27 +54,6 @@ pytestmark = [
     pytest.mark.skipif(bool(_missing), reason="browser test needs " + ", ".join(_missing)),
     pytest.mark.timeout(900),
 ]
-
-
-# ----- processes: every one started here is stopped here, by pid --------------------------------
-
-
-def _stop_tree(proc: subprocess.Popen, grace_s: float = 10) -> None:
-    """Terminate a process we started and every descendant of it, then kill what is left."""
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    for p in family:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, alive = psutil.wait_procs(family, timeout=grace_s)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(grace_s)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +121,7 @@ def lab(tmp_path_factory):
             urllib.request.urlopen(req, timeout=10)  # noqa: S310 (loopback)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(20)
-        _stop_tree(proc)
+        stop_tree(proc)
         log.close()
 
 
@@ -155,39 +133,8 @@ def _tail(root: Path, lines: int = 30) -> str:
 
 @pytest.fixture(scope="module")
 def browser(lab):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1400,2200",
-        "--no-first-run",
-        "--disable-extensions",
-    ):
-        options.add_argument(arg)
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(lab["root"] / "driver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(WAIT_S)
-    driver.set_script_timeout(WAIT_S)
-    try:
+    with chromium(lab["root"] / "driver.log") as driver:
         yield driver
-    finally:
-        driver_pid = service.process.pid if service.process else None
-        family = []
-        if driver_pid:
-            with contextlib.suppress(psutil.Error):
-                family = psutil.Process(driver_pid).children(recursive=True)
-        with contextlib.suppress(Exception):
-            driver.quit()
-        for p in family:  # chromium processes quit() may have left
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(family, timeout=10)
 
 
 # ----- page helpers ----------------------------------------------------------------------------

@@ -7,29 +7,13 @@ or the summary.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from helpers import runner
-
-CANARY = "hf_CANARY_do_not_leak_4f1c9e"
-
-
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory, cookbook_exe):
-    out = tmp_path_factory.mktemp("run")
-    logs = out / "logs"
-    env = {**os.environ, "HF_TOKEN": CANARY, "COOKBOOK_LOG_DIR": str(logs)}
-    proc = subprocess.run([cookbook_exe, "run", "--engine", "cpu", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=3000)  # fmt: skip
-    return out, logs, proc
-
-
-# The whole run happens in the fixture, inside the first test's time limit: give it the run's.
-RUN_TIMEOUT = pytest.mark.timeout(3000)
+from tests.conftest import CANARY, RUN_TIMEOUT
 
 
 @RUN_TIMEOUT
