@@ -169,7 +169,7 @@ def published() -> dict[str, Any]:
 # The card gives ttft_ms / tpot_ms without naming the statistic, and SGLang's cookbook-authoring
 # docs say card latency is P50 unless marked "Mean": we could not settle which, so the card's
 # figures are labelled "as published" and set beside both our mean and our median.
-CARD_STATISTIC = "as published (the card does not say mean or median)"
+CARD_STATISTIC = "as published; the card does not say mean or median"
 # What a run keeps to set beside the card (notebook 06 records them; `cookbook summary` shows them).
 CARD_FIELDS = (
     "mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "total_token_throughput",

@@ -181,3 +181,29 @@ def test_the_site_leaks_no_token(site):
 def test_a_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(docs.DocsError, match="no executed run in .* run `make run` first"):
         docs.build(tmp_path / "nothing", tmp_path / "site")
+
+
+def test_the_job_summary_sets_the_benchmark_beside_the_card(tmp_path):
+    entry = {
+        "notebook": "06_throughput_benchmark", "status": "passed", "seconds": 80.0,
+        "engine": "sglang", "variant": "instruct", "model": "LiquidAI/LFM2.5-1.2B-Instruct",
+        "startup_s": 40.0, "error": None,
+        "results": {"scale": "gpu", "card_hw": "h100", "card_workloads": {
+            "latency": {"mean_ttft_ms": 20.0, "median_ttft_ms": 19.0, "mean_tpot_ms": 2.1,
+                        "median_tpot_ms": 2.0, "total_token_throughput": 930.0},
+            "throughput": {"mean_ttft_ms": 190.0, "median_ttft_ms": 170.0, "mean_tpot_ms": 7.2,
+                           "median_tpot_ms": 7.1, "total_token_throughput": 25000.0}}},
+    }  # fmt: skip
+    summary = {"passed": 1, "failed": 0, "seconds": 90.0, "engine": "sglang",
+               "hardware": "1x NVIDIA H100 80GB HBM3 -> h100", "notebooks": [entry]}  # fmt: skip
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    text = docs.run_summary_markdown(tmp_path)
+    assert "1 passed, 0 failed in 90.0 s on 1x NVIDIA H100 80GB HBM3 -> h100" in text
+    assert "| 06_throughput_benchmark | passed | 80.0 | 40.0 | sglang |" in text
+    assert "not comparable" not in text  # SGLang at GPU scale on the card's GPU
+    # The card's 18.90 ms TTFT beside both our mean and our median (statistic not published).
+    assert (
+        "| latency | ttft_ms (as published; the card does not say mean or median) | 18.9 | "
+        "mean 20.00, median 19.00 |" in text
+    )
+    assert "| throughput | total_token_throughput (tok/s) | 26099 | value 25000.00 |" in text
