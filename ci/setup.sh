@@ -8,8 +8,10 @@
 #   ci/setup.sh sglang-check   .venvs/sglang-check: SGLang's own argument parser, no GPU needed
 #   ci/setup.sh cpu-engine     .venvs/cpu-engine: the CPU build of vLLM (serves the fixtures)
 #   ci/setup.sh browser        Debian's chromium + chromedriver (the real-browser test)
+#   ci/setup.sh claude-code    .venvs/claude-code: the Claude Code CLI from npm (its test)
 #   ci/setup.sh colab          in Colab: the helpers into Colab's own Python, then the engine
-#   ci/setup.sh all            what the tests need: main, sglang-check, cpu-engine, browser
+#   ci/setup.sh all            what the tests need: main, sglang-check, cpu-engine, browser,
+#                              claude-code
 # ENGINE=auto|sglang|cpu|vllm picks the engine for machine/plan/colab (default auto).
 # Set-up deletes only environments it made itself (they carry a .stamp); an environment someone
 # else made is adopted: what is missing is installed into it, nothing is removed.
@@ -171,6 +173,30 @@ cpu_engine_env() {
   log "$venv ready"
 }
 
+claude_code_env() {  # the Claude Code CLI, pinned in ci/claude-code/package.json (needs npm)
+  local dir=.venvs/claude-code stamp
+  if ! command -v npm >/dev/null; then
+    log "no npm: tests/test_claude_code.py will skip (install Node.js and npm)"; return
+  fi
+  stamp=$(sha256sum ci/claude-code/package.json | cut -c1-16)
+  if [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$stamp" ] && [ -x "$dir/node_modules/.bin/claude" ]; then
+    log "$dir ready"; return
+  fi
+  if [ -e "$dir" ] && [ ! -f "$dir/.cookbook-made" ]; then
+    echo "[setup] $dir was not made by this cookbook: nothing was deleted; move it aside" >&2; exit 1
+  fi
+  log "preparing $dir (the Claude Code CLI from npm)"
+  rm -rf "$dir" && mkdir -p "$dir" && touch "$dir/.cookbook-made"
+  cp ci/claude-code/package.json "$dir/"
+  local out; out=$(mktemp)
+  if ! npm install --prefix "$dir" --no-audit --no-fund --loglevel=error >"$out" 2>&1; then
+    tail -n 20 "$out" >&2; rm -f "$out"; echo "[setup] npm install failed in $dir" >&2; exit 1
+  fi
+  rm -f "$out"
+  echo "$stamp" > "$dir/.stamp"
+  log "$dir ready"
+}
+
 browser_env() {  # Chromium + chromedriver for tests/test_browser.py (Debian packages)
   if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
     log "chromium ready"; return
@@ -194,7 +220,8 @@ case "${1:-all}" in
   cpu-engine) cpu_engine_env ;;
   browser) browser_env ;;
   colab) colab_env ;;
-  all) main_env; sglang_check_env; cpu_engine_env; browser_env ;;
-  *) echo "usage: ci/setup.sh [main|machine|plan|sglang|sglang-check|cpu-engine|browser|colab|all]" >&2
+  claude-code) claude_code_env ;;
+  all) main_env; sglang_check_env; cpu_engine_env; browser_env; claude_code_env ;;
+  *) echo "usage: ci/setup.sh [main|machine|plan|sglang|sglang-check|cpu-engine|browser|claude-code|colab|all]" >&2
      exit 2 ;;
 esac

@@ -1,0 +1,75 @@
+"""The Claude Code CLI, headless (`claude -p`), against the CPU engine's Messages API, as
+notebook 07's environment block sets it up: no network beyond loopback.
+
+Claude Code's system prompt is longer than the fixture's 4096 positions (vLLM's engine dies
+with "index out of range" past them), so the test serves a copy of the thinking fixture whose
+config allows 65,536 positions: the weights are the same, and what is tested is the serving path
+(an answer comes back), not the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers.server import Server, fixture_path
+from tests.conftest import CANARY
+
+REPO = Path(__file__).resolve().parent.parent
+CLAUDE = REPO / ".venvs" / "claude-code" / "node_modules" / ".bin" / "claude"
+LONG_CONTEXT = 65536
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CLAUDE.exists(), reason="no Claude Code CLI: bash ci/setup.sh claude-code"
+    ),
+    pytest.mark.timeout(900),
+]
+
+
+def long_context_fixture(tmp_path: Path) -> Path:
+    copy = tmp_path / "lfm2-tiny-thinking-long"
+    shutil.copytree(fixture_path("8b-a1b"), copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["max_position_embeddings"] = LONG_CONTEXT
+    (copy / "config.json").write_text(json.dumps(config, indent=1))
+    return copy
+
+
+def test_claude_code_answers_through_the_cpu_engine(tmp_path):
+    model = long_context_fixture(tmp_path)
+    server = Server("8b-a1b", "cpu", model=str(model), progress=False,
+                    extra_args=("--max-model-len", str(LONG_CONTEXT)))  # fmt: skip
+    server.start()
+    try:
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),  # a fresh Claude Code profile, nothing of the user's
+            "HF_TOKEN": CANARY,
+            # notebook 07's block, with the key handed over in the environment
+            "ANTHROPIC_BASE_URL": server.base_url,
+            "ANTHROPIC_AUTH_TOKEN": server.api_key,
+            "ANTHROPIC_MODEL": server.model,
+            "ANTHROPIC_DEFAULT_SONNET_MODEL": server.model,
+            "ANTHROPIC_DEFAULT_OPUS_MODEL": server.model,
+            "ANTHROPIC_DEFAULT_HAIKU_MODEL": server.model,
+            "DISABLE_TELEMETRY": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",  # loopback only
+            "DISABLE_AUTOUPDATER": "1",
+        }
+        done = subprocess.run([str(CLAUDE), "-p", "Say hello."], env=env, cwd=home,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        log = server.log_path.read_text(errors="replace")
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + log[-3000:]
+        assert done.stdout.strip(), "Claude Code printed an answer"
+        assert '"POST /v1/messages?beta=true HTTP/1.1" 200' in log  # it reached this server
+        assert server.api_key not in done.stdout + done.stderr
+    finally:
+        server.stop()
