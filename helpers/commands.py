@@ -12,10 +12,9 @@ import shlex
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
-from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
+from helpers.recipes import CookbookChoiceError, Recipes, is_host, is_port, load_recipes
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HOST = re.compile(r"^[A-Za-z0-9.:\-\[\]]+$")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _CONTINUATION = " \\"
 
@@ -62,12 +61,17 @@ class Placeholders:
 def _validate_placeholders(values: dict[str, str]) -> None:
     for name in ("PORT", "CURL_PORT"):
         port = values[name]
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not is_port(port):
             raise PlaceholderError(f"{name} must be a port number 1-65535, got {port!r}")
     for name in ("HOST_IP", "CURL_HOST"):
-        if not _HOST.match(values[name]):
+        host = values[name]
+        # The server's --host takes an IPv6 address bare; only a URL (the cURL check) brackets it.
+        bracketed = host.startswith("[")
+        if not is_host(host) or bracketed != (name == "CURL_HOST" and ":" in host):
             raise PlaceholderError(
-                f"{name} must be a host name or IP address, got {values[name]!r}"
+                f"{name} must be a host name or IP address (e.g. 0.0.0.0, 127.0.0.1, "
+                f"my-host.example.com; IPv6 bare in HOST_IP, in brackets in CURL_HOST), "
+                f"got {host!r}"
             )
     token_var = values["HF_TOKEN"]
     if token_var.startswith("hf_") or not _ENV_NAME.match(token_var):

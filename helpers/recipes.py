@@ -7,9 +7,10 @@ have. A malformed file fails with :class:`RecipeError` naming the offending key 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +21,38 @@ RECIPES_PATH = DATA_DIR / "recipes.yaml"
 _FLAG_LINE = re.compile(r"^--?[a-z0-9][a-z0-9-]*([ =].*)?$")
 _ENV_ASSIGN = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def is_port(value: object) -> bool:
+    """A TCP port number 1-65535, as an int or a string of ASCII digits."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            return False
+        value = int(value)
+    return isinstance(value, int) and 1 <= value <= 65535
+
+
+def is_host(text: str) -> bool:
+    """An IP address (IPv6 optionally in brackets) or a DNS host name (RFC 1123 labels): never
+    anything a command line could read as a flag, a second word or shell syntax."""
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        address = ipaddress.ip_address(inner)
+    except ValueError:
+        address = None
+    if inner != text:  # brackets hold an IPv6 address only
+        return isinstance(address, ipaddress.IPv6Address)
+    if address is not None:
+        return True
+    labels = text.removesuffix(".").split(".")
+    if len(text) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        return False
+    return not all(label.isdigit() for label in labels)  # 999.1.1.1 is no address, nor a name
 
 
 class RecipeError(ValueError):
@@ -232,10 +265,24 @@ class CpuEngine(GpuEngine):
     module: str
 
 
+class KeyGuard(_Strict):
+    flags: list[str] = Field(min_length=1)
+    open_paths: list[Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*$")]]
+
+    _flags = field_validator("flags")(_check_flag_lines)
+
+
+class SglangEngine(GpuEngine):
+    # What SGLang's own --api-key leaves open (its code; tests/test_key_guard.py checks it).
+    key_leaves_open: list[str]
+    key_note: str
+
+
 class Engines(_Strict):
-    sglang: GpuEngine
+    sglang: SglangEngine
     vllm: GpuEngine
     cpu: CpuEngine
+    key_guard: KeyGuard
     vllm_reasoning_parsers: dict[str, str]
 
 
