@@ -6,6 +6,8 @@ The request's `model` picks the behaviour, so one server covers every case:
   error    HTTP 500 with a JSON error body
   die      two chunks, then the connection is dropped
   stall    one chunk, then nothing
+  cut      one token fewer than `max_tokens` (as a server at its context limit)
+/v1/models lists these modes with max_model_len MAX_MODEL_LEN.
 A whitespace tokenizer backs /tokenize and /detokenize: token i is the word WORDS[i]
 (an unknown word gets some id; the harness only probes with those).
 """
@@ -22,6 +24,8 @@ from aiohttp import web
 WORDS = ["".join(letters) for letters in itertools.product("abcdefgh", repeat=3)][:500]
 INDEX = {w: i for i, w in enumerate(WORDS)}
 REQUESTS = web.AppKey("requests", list)
+MODES = ("ok", "nousage", "error", "die", "stall", "cut")
+MAX_MODEL_LEN = 4096
 
 
 def chunk(text: str, usage: dict | None = None, choices: bool = True) -> bytes:
@@ -51,6 +55,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if mode == "stall":
         await resp.write(chunk(" a"))
         await asyncio.sleep(60)
+    if mode == "cut":
+        n -= 1
     for i in range(n):
         await resp.write(chunk(f" t{i}"))
         await asyncio.sleep(0.001)
@@ -65,7 +71,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def tokenize(request: web.Request) -> web.Response:
     body = await request.json()
     tokens = [INDEX.get(w, len(w) % len(WORDS)) for w in body["prompt"].split()]
-    return web.json_response({"tokens": tokens, "count": len(tokens), "max_model_len": 4096})
+    return web.json_response(
+        {"tokens": tokens, "count": len(tokens), "max_model_len": MAX_MODEL_LEN}
+    )
+
+
+async def models(request: web.Request) -> web.Response:
+    cards = [{"id": m, "object": "model", "max_model_len": MAX_MODEL_LEN} for m in MODES]
+    return web.json_response({"object": "list", "data": cards})
 
 
 async def detokenize(request: web.Request) -> web.Response:
@@ -81,6 +94,7 @@ class FakeServer:
         self.app.router.add_post("/v1/chat/completions", completions)
         self.app.router.add_post("/tokenize", tokenize)
         self.app.router.add_post("/detokenize", detokenize)
+        self.app.router.add_get("/v1/models", models)
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._started = threading.Event()
