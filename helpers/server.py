@@ -353,6 +353,12 @@ def log_directory(given: str | Path | None = None) -> Path:
         if chosen
         else f"the log directory {path}"
     )
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ServerStartError(
+            f"cannot use {what}: {blocking} is a file, not a directory; point COOKBOOK_LOG_DIR "
+            "at a directory (no engine was started)"
+        )
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = path.lstat()
