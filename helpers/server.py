@@ -356,8 +356,7 @@ def log_directory(given: str | Path | None = None) -> Path:
     blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise ServerStartError(
-            f"cannot use {what}: {blocking} is a file, not a directory; point COOKBOOK_LOG_DIR "
-            "at a directory (no engine was started)"
+            f"cannot use {what}: {blocking} is a file, not a directory (no engine was started)"
         )
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
