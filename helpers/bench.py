@@ -590,6 +590,12 @@ def _scan(messages: list[bytes], record: RequestRecord) -> int:
         if not payload or payload == b"[DONE]":
             continue
         data = json.loads(payload)
+        if not isinstance(data, dict):
+            continue
+        if data.get("error"):  # a server failing mid-stream says so in a data message
+            error = data["error"]
+            text = error.get("message", error) if isinstance(error, dict) else error
+            record.error = f"the server reported an error mid-stream: {text}"[:500]
         if data.get("choices"):
             n += 1
         usage = data.get("usage")
@@ -644,6 +650,8 @@ async def _one_request(session, url: str, headers, config, prompt, record, semap
                 if pending.strip():
                     n = _scan([pending], record)
                     times.extend([time.perf_counter() - st] * n)
+            if record.error:  # reported inside the stream
+                return
             if not times:
                 record.error = "the stream ended without a token chunk"
                 return

@@ -303,7 +303,9 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"cookbook bench: error: cannot write {args.out}: {exc}", file=sys.stderr)
             return 1
         print(f"\nwrote {path} and {lines}")
-    return 0 if run.metrics.completed and not run.interrupted else 1
+    # A run with any failed request is no clean record: its numbers leave those requests out.
+    clean = run.metrics.completed and not run.metrics.failed and not run.interrupted
+    return 0 if clean else 1
 
 
 def _doctor(args: argparse.Namespace) -> int:

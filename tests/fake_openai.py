@@ -7,6 +7,7 @@ The request's `model` picks the behaviour, so one server covers every case:
   die      two chunks, then the connection is dropped
   stall    one chunk, then nothing
   cut      one token fewer than `max_tokens` (as a server at its context limit)
+  fail     two chunks, then an error message in the stream (HTTP 200 all along)
 /v1/models lists these modes with max_model_len MAX_MODEL_LEN.
 A whitespace tokenizer backs /tokenize and /detokenize: token i is the word WORDS[i]
 (an unknown word gets some id; the harness only probes with those).
@@ -24,7 +25,7 @@ from aiohttp import web
 WORDS = ["".join(letters) for letters in itertools.product("abcdefgh", repeat=3)][:500]
 INDEX = {w: i for i, w in enumerate(WORDS)}
 REQUESTS = web.AppKey("requests", list)
-MODES = ("ok", "nousage", "error", "die", "stall", "cut")
+MODES = ("ok", "nousage", "error", "die", "stall", "cut", "fail")
 MAX_MODEL_LEN = 4096
 
 
@@ -51,6 +52,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if mode == "die":
         await resp.write(chunk(" a") + chunk(" b"))
         request.transport.close()
+        return resp
+    if mode == "fail":
+        error = {"error": {"message": "engine core died", "type": "InternalServerError"}}
+        await resp.write(chunk(" a") + chunk(" b") + b"data: " + json.dumps(error).encode())
+        await resp.write(b"\n\ndata: [DONE]\n\n")
+        await resp.write_eof()
         return resp
     if mode == "stall":
         await resp.write(chunk(" a"))

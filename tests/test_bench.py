@@ -234,7 +234,9 @@ def test_no_usage_chunk_falls_back_and_says_so(fake):
 
 
 @pytest.mark.parametrize(
-    ("mode", "error"), [("error", "HTTP 500"), ("die", "")], ids=["http-500", "dropped"]
+    ("mode", "error"),
+    [("error", "HTTP 500"), ("die", ""), ("fail", "mid-stream: engine core died")],
+    ids=["http-500", "dropped", "error-in-stream"],
 )
 def test_failed_requests_are_counted_and_kept(fake, mode, error):
     run = bench.run_benchmark(
