@@ -72,9 +72,8 @@ def placeholder_problem(name: str, value: str) -> str | None:
         bracketed = value.startswith("[")
         if not is_host(value) or bracketed != (name == "CURL_HOST" and ":" in value):
             return (
-                f"{name} must be a host name or IP address (e.g. 0.0.0.0, 127.0.0.1, "
-                f"my-host.example.com; IPv6 bare in HOST_IP, in brackets in CURL_HOST), "
-                f"got {value!r}"
+                f"{name} must be a host name or IP address, got {value!r} (e.g. 0.0.0.0, "
+                "127.0.0.1, my-host.example.com; IPv6 bare in HOST_IP, in brackets in CURL_HOST)"
             )
     if name == "HF_TOKEN" and (value.startswith("hf_") or not _ENV_NAME.match(value)):
         # Never echo the value: it may be a real token.
