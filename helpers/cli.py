@@ -171,6 +171,10 @@ def _serve(args: argparse.Namespace) -> int:
             f"cookbook serve: error: --hw picks the SGLang recipe; the {args.engine} engine does "
             "not use it (drop --hw, or use --engine sglang)"
         )
+    if args.model is not None and not args.model.strip():
+        raise UsageError(
+            "cookbook serve: error: --model is empty: give a model directory or hub id"
+        )
     if not is_host(args.host) or args.host.startswith("["):
         raise UsageError(
             f"cookbook serve: error: --host {args.host!r} is not a host name or IP address "

@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import ctypes
 import errno
+import importlib.util
 import os
 import secrets
 import shlex
@@ -624,6 +625,11 @@ class Server:
                 f"the CPU engine is not installed ({cpu_engine_python()} is missing): "
                 "run `bash ci/setup.sh cpu-engine`"
             )
+        if self.plan.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ServerStartError(
+                f"engine 'vllm' runs vLLM in this Python ({sys.executable}), which has none: "
+                "install vllm here, or use engine='cpu' (no engine was started)"
+            )
         given = self.plan.model_path
         path = Path(given).expanduser()
         # A hub id is `name` or `org/name`; anything on disk, or any other shape, is a directory.
@@ -652,17 +658,22 @@ class Server:
         else:
             argv += self._sglang_key_config()
         main_thread = threading.current_thread() is threading.main_thread()
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-            # PDEATHSIG fires when the creating *thread* exits, so only from the main thread.
-            preexec_fn=_die_with_parent if main_thread else None,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                # PDEATHSIG fires when the creating *thread* exits, so only from the main thread.
+                preexec_fn=_die_with_parent if main_thread else None,
+            )
+        except OSError as exc:  # e.g. COOKBOOK_CPU_ENGINE_PYTHON naming a directory
+            raise ServerStartError(
+                f"cannot run {argv[0]}: {exc.strerror or exc} (no engine was started)"
+            ) from None
         self._pid = self._proc.pid
         owner = psutil.Process()
         try:

@@ -96,6 +96,13 @@ CLI_CASES = [
           env={"COOKBOOK_LOG_DIR": "{file}"}),
     _case("serve-relative-model-dir", "serve --engine cpu --model models/lfm", 1,
           "model directory not found: models/lfm has no config.json", cwd="{work}"),
+    _case("serve-engine-python-is-a-dir", "serve --engine cpu", 1, "cannot run {work}",
+          env={"COOKBOOK_CPU_ENGINE_PYTHON": "{work}"}),
+    _case("serve-engine-not-installed", "serve --engine cpu", 1, "bash ci/setup.sh cpu-engine",
+          env={"COOKBOOK_CPU_ENGINE_PYTHON": "{work}/no-python"}),
+    _case("serve-vllm-not-installed", "serve --engine vllm", 1,
+          "engine 'vllm' runs vLLM in this Python"),
+    _case("serve-empty-model", ["serve", "--engine", "cpu", "--model", ""], 2, "--model is empty"),
     # run
     _case("run-out-is-a-file", "run 01 --out {file}", 2, "is a file, not a folder"),
     _case("run-out-under-a-file", "run 01 --out {file}/sub", 2, "is a file, not a folder"),
@@ -273,7 +280,7 @@ def test_cli(case, world, cookbook_exe, request, tmp_path):
         [cookbook_exe, *args], capture_output=True, text=True, timeout=LIMIT_S,
         env=_env(case, values, tmp_path), cwd=(case.cwd or "{work}").format(**values),
     )  # fmt: skip
-    _check(out, case.code, case.says)
+    _check(out, case.code, case.says.format(**values))
     if "{key}" in " ".join(case.args):
         assert values["key"] not in out.stdout + out.stderr  # the key is never echoed
 
