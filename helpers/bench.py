@@ -78,6 +78,10 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(
+            ("http://", "https://")
+        ):
+            problems.append(f"base_url {self.base_url!r} (an http:// or https:// URL)")
         if self.endpoint not in ("completions", "chat"):
             problems.append(f"endpoint {self.endpoint!r} (valid: completions, chat)")
         for name in ("input_len", "output_len", "num_prompts"):
@@ -100,6 +104,14 @@ class BenchConfig:
         unknown = set(self.goodput_slo_ms) - {"ttft", "tpot", "e2el"}
         if unknown:
             problems.append(f"goodput SLO {sorted(unknown)} (valid: ttft, tpot, e2el)")
+        for name, limit in self.goodput_slo_ms.items():
+            if not limit > 0:
+                problems.append(f"goodput SLO {name}:{limit!r} (milliseconds > 0)")
+        # Zero or negative is no "no timeout": it is refused (None is no run timeout).
+        if not self.request_timeout_s > 0:
+            problems.append(f"request_timeout_s {self.request_timeout_s!r} (seconds > 0)")
+        if self.run_timeout_s is not None and not self.run_timeout_s > 0:
+            problems.append(f"run_timeout_s {self.run_timeout_s!r} (seconds > 0, or None: none)")
         if problems:
             raise BenchError("bad benchmark settings: " + "; ".join(problems))
 
@@ -219,6 +231,82 @@ def published_seed_004(hw: str) -> dict[str, dict[str, float]]:
 # --------------------------------------------------------------------------- dataset
 
 
+def _json_of(response: httpx.Response, url: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise BenchError(
+            f"{url} answered {response.status_code} with {kind}, not JSON: is the base URL an "
+            "OpenAI-compatible server's (e.g. http://HOST:PORT/v1)?"
+        ) from None
+
+
+def check_server(config: BenchConfig, timeout_s: float = 30.0) -> int | None:
+    """Before any prompt is built: the server answers, takes the key and serves the model.
+    Returns its max_model_len (vLLM and SGLang list it in /v1/models; None if not given)."""
+    url = f"{config.api_base}/models"
+    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout_s)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise BenchError(f"no server answered at {url} ({type(exc).__name__}: {exc})") from None
+    if response.status_code in (401, 403):
+        raise BenchError(
+            f"{url} refused the API key (HTTP {response.status_code}): pass the server's key "
+            "with --api-key or OPENAI_API_KEY"
+        )
+    if response.status_code != 200:
+        raise BenchError(f"{url} answered HTTP {response.status_code}, not a list of models")
+    data = _json_of(response, url)
+    try:
+        cards = {str(card["id"]): card for card in data["data"]}
+    except (KeyError, TypeError):
+        raise BenchError(f"{url} answered JSON that is not an OpenAI model list") from None
+    if config.model not in cards:
+        raise BenchError(f"{config.server_root} serves {sorted(cards)}, not {config.model!r}")
+    limit = cards[config.model].get("max_model_len")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+
+
+def check_lengths(config: BenchConfig, max_model_len: int | None) -> None:
+    """Refuse a workload whose longest prompt plus output cannot fit the model's context: the
+    server would cut every such request short (or build a huge prompt to reject)."""
+    if max_model_len is None:
+        return
+    high_in = length_bounds(config.input_len, config.range_ratio, config.range_convention)[1]
+    high_out = length_bounds(config.output_len, config.range_ratio, config.range_convention)[1]
+    if high_in + high_out > max_model_len:
+        raise BenchError(
+            f"input up to {high_in} + output up to {high_out} tokens exceed {config.model}'s "
+            f"max_model_len of {max_model_len}: lower --input-len / --output-len"
+        )
+
+
+def check_out_path(path: str | Path) -> Path:
+    """Fail before a run, not after it: the result file and its .requests.jsonl beside it must
+    be files this process can write (made and removed here if they do not exist yet)."""
+    path = Path(path).expanduser()
+    if not path.name or path.is_dir():
+        raise BenchError(f"--out {str(path)!r} is a directory: give a file, e.g. results/run.json")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise BenchError(f"--out {str(path)!r}: {blocking} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for target in (path, path.with_suffix(".requests.jsonl")):
+            existed = target.exists()
+            with target.open("a"):
+                pass
+            if not existed:
+                target.unlink()
+    except OSError as exc:
+        raise BenchError(
+            f"--out {str(path)!r}: cannot write there ({exc.strerror or exc})"
+        ) from None
+    return path
+
+
 class ServerTokenizer:
     """The server's own tokenizer through its /tokenize and /detokenize endpoints (vLLM and
     SGLang both serve them at the root), so prompt lengths are exact for the model served."""
@@ -235,11 +323,12 @@ class ServerTokenizer:
         except httpx.HTTPError as exc:
             raise BenchError(f"{path} on {self._client.base_url}: {exc}") from None
         if response.status_code != 200:
+            text = " ".join(response.text[:300].split())
             raise BenchError(
                 f"{path} on {self._client.base_url} answered {response.status_code}: "
-                f"{response.text[:300]} (the benchmark needs the server's tokenize endpoints)"
+                f"{text} (the benchmark needs the server's tokenize endpoints)"
             )
-        return response.json()
+        return _json_of(response, f"{self._client.base_url}{path}")
 
     def encode(self, text: str) -> list[int]:
         return list(
@@ -506,6 +595,12 @@ def _scan(messages: list[bytes], record: RequestRecord) -> int:
         if not payload or payload == b"[DONE]":
             continue
         data = json.loads(payload)
+        if not isinstance(data, dict):
+            continue
+        if data.get("error"):  # a server failing mid-stream says so in a data message
+            error = data["error"]
+            text = error.get("message", error) if isinstance(error, dict) else error
+            record.error = f"the server reported an error mid-stream: {text}"[:500]
         if data.get("choices"):
             n += 1
         usage = data.get("usage")
@@ -560,13 +655,24 @@ async def _one_request(session, url: str, headers, config, prompt, record, semap
                 if pending.strip():
                     n = _scan([pending], record)
                     times.extend([time.perf_counter() - st] * n)
-            if times:
-                record.token_chunks = len(times)
-                record.ttft_s, record.e2el_s = times[0], times[-1]
-                record.itl_s = [b - a for a, b in itertools.pairwise(times)]
-                record.success = True
-            else:
+            if record.error:  # reported inside the stream
+                return
+            if not times:
                 record.error = "the stream ended without a token chunk"
+                return
+            record.token_chunks = len(times)
+            record.ttft_s, record.e2el_s = times[0], times[-1]
+            record.itl_s = [b - a for a, b in itertools.pairwise(times)]
+            got = record.output_tokens  # usage only: a chunk may carry several tokens
+            if config.ignore_eos and got is not None and got < prompt.output_len:
+                # With ignore_eos only a limit ends a stream early: the context, or a max_tokens
+                # the server lowered. Its numbers would flatter the run: a failure, with why.
+                record.error = (
+                    f"cut off: {got} of {prompt.output_len} output tokens with ignore_eos on "
+                    "(prompt + output past the model's context, or max_tokens lowered)"
+                )
+                return
+            record.success = True
         except asyncio.CancelledError:
             record.error = record.error or "cancelled before it finished"
             raise
@@ -621,8 +727,7 @@ class BenchRun:
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
         """Write the run's JSON and, beside it, a JSONL with one line per request."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = check_out_path(path)
         path.write_text(json.dumps(self.result(), indent=2) + "\n")
         lines = path.with_suffix(".requests.jsonl")
         with lines.open("w") as f:
@@ -769,6 +874,7 @@ def run_benchmark(
     early; the requests finished so far are kept and the run says why it ended."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     if prompts is None:
+        check_lengths(config, check_server(config))
         own = tokenizer is None
         tokenizer = tokenizer or ServerTokenizer(config)
         try:

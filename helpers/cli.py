@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
 from helpers import commands, doctor
-from helpers.recipes import CookbookChoiceError, RecipeError, load_recipes
+from helpers.recipes import CookbookChoiceError, RecipeError, is_host, is_port, load_recipes
 
 
 class UsageError(Exception):
@@ -87,19 +89,54 @@ def _matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The flags among `names` that were given (options default to None or False here)."""
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) not in (None, False)]
+
+
+def _conflict(message: str) -> UsageError:
+    return UsageError(f"cookbook command: error: {message}")
+
+
 def _command(args: argparse.Namespace) -> int:
     if args.recipe:
-        text = commands.render_lambda(args.engine)
-        print(json.dumps({"recipe": args.recipe, "engine": args.engine, "command": text}, indent=2)
+        # The guide's command is printed as the guide writes it: nothing of it can be changed.
+        ignored = _given(args, ("hw", "variant", "docker", "tp", "host", "port", "hf_token_env",
+                                "curl"))  # fmt: skip
+        if ignored:
+            raise _conflict(
+                f"--recipe prints the Lambda guide's command as written; {', '.join(ignored)} "
+                "cannot change it (it takes --engine and --json only)"
+            )
+        engine = args.engine or "sglang"
+        text = commands.render_lambda(engine)
+        print(json.dumps({"recipe": args.recipe, "engine": engine, "command": text}, indent=2)
               if args.json else text)  # fmt: skip
         return 0
-    if not (args.hw and args.variant):
-        raise UsageError(
-            "cookbook command: error: give --hw and --variant (or --recipe lambda-8b-a1b)"
+    if args.engine is not None:
+        raise _conflict(
+            "--engine chooses the engine of --recipe lambda-8b-a1b; the Deploy cells are "
+            "SGLang commands (drop --engine, or add --recipe lambda-8b-a1b)"
         )
+    if not (args.hw and args.variant):
+        raise _conflict("give --hw and --variant (or --recipe lambda-8b-a1b)")
+    # First: a token given where its variable's name belongs is named as such (never echoed).
     values = commands.Placeholders.resolve(
         {"HOST_IP": args.host, "PORT": args.port, "HF_TOKEN": args.hf_token_env}
     )
+    if args.curl and args.json:
+        raise _conflict("--curl and --json: pick one (the JSON carries the cURL check as 'curl')")
+    unused_by_curl = _given(args, ("docker", "host", "tp", "hf_token_env")) if args.curl else []
+    if unused_by_curl:
+        raise _conflict(
+            f"--curl prints the cURL check, which {', '.join(unused_by_curl)} does not change "
+            "(it connects to localhost and --port); drop one or the other"
+        )
+    if args.hf_token_env and not args.docker:
+        raise _conflict(
+            "--hf-token-env names the token variable `docker run` passes in; it needs --docker "
+            "(a bare command reads HF_TOKEN from your environment itself)"
+        )
     result = commands.playground(
         args.hw, args.variant, tp=args.tp, docker=args.docker, values=values
     )
@@ -129,13 +166,31 @@ def _command(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from helpers.server import Server, ServerError
 
-    server = Server(args.variant, engine=args.engine, model=args.model, hw=args.hw,
-                    host=args.host, port=args.port)  # fmt: skip
+    if args.hw and args.engine in ("cpu", "vllm"):
+        raise UsageError(
+            f"cookbook serve: error: --hw picks the SGLang recipe; the {args.engine} engine does "
+            "not use it (drop --hw, or use --engine sglang)"
+        )
+    if args.model is not None and not args.model.strip():
+        raise UsageError(
+            "cookbook serve: error: --model is empty: give a model directory or hub id"
+        )
+    if not is_host(args.host) or args.host.startswith("["):
+        raise UsageError(
+            f"cookbook serve: error: --host {args.host!r} is not a host name or IP address "
+            "(e.g. 127.0.0.1, the default, or 0.0.0.0 for every interface)"
+        )
     try:
+        server = Server(args.variant, engine=args.engine, model=args.model, hw=args.hw,
+                        host=args.host, port=args.port)  # fmt: skip
         server.start()
     except ServerError as exc:
         print(f"cookbook serve: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # start() has already stopped what it launched
+        print("\ncookbook serve: interrupted during start-up; the engine was stopped",
+              file=sys.stderr)  # fmt: skip
+        return 130
     try:
         print(f"serving {server.model} ({server.engine}) at {server.base_url}/v1")
         for note in server.plan.notes:
@@ -168,9 +223,14 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"cookbook run: error: {exc}") from None
     if not notebooks:
         raise UsageError("cookbook run: error: no notebooks found in notebooks/")
+    if args.variant is not None:
+        load_recipes().model(args.variant)  # an unknown one fails here, not in every notebook
     started = time.monotonic()
-    runs = runner.run(notebooks, Path(args.out), engine=args.engine, variant=args.variant,
-                      cell_timeout_s=args.cell_timeout)  # fmt: skip
+    try:
+        runs = runner.run(notebooks, Path(args.out), engine=args.engine, variant=args.variant,
+                          cell_timeout_s=args.cell_timeout)  # fmt: skip
+    except runner.RunnerError as exc:
+        raise UsageError(f"cookbook run: error: {exc}") from None
     print(f"\n{'NOTEBOOK':<24} {'STATUS':<7} {'SECONDS':>7} {'START-UP':>8}  ENGINE  MODEL")
     for r in runs:
         startup = f"{r.startup_s:>8.1f}" if r.startup_s is not None else f"{'-':>8}"
@@ -187,13 +247,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import math
-    import os
-
     from helpers import bench
 
+    if args.scale is not None and not args.preset:
+        raise UsageError(
+            "cookbook bench: error: --scale picks a version of --preset; without a preset it "
+            "changes nothing (add --preset, or drop --scale)"
+        )
     try:
-        settings = bench.preset(args.preset, args.scale) if args.preset else {}
+        settings = bench.preset(args.preset, args.scale or "gpu") if args.preset else {}
+        if args.out:
+            bench.check_out_path(args.out)  # before the run: a bad --out must not lose results
     except bench.BenchError as exc:
         raise UsageError(f"cookbook bench: error: {exc}") from None
     given = {
@@ -237,9 +301,15 @@ def _bench(args: argparse.Namespace) -> int:
     if run.interrupted:
         print(f"\nended early: {run.interrupted}; the finished requests are kept")
     if args.out:
-        path, lines = run.save(args.out)
+        try:
+            path, lines = run.save(args.out)
+        except (OSError, bench.BenchError) as exc:  # it changed during the run
+            print(f"cookbook bench: error: cannot write {args.out}: {exc}", file=sys.stderr)
+            return 1
         print(f"\nwrote {path} and {lines}")
-    return 0 if run.metrics.completed and not run.interrupted else 1
+    # A run with any failed request is no clean record: its numbers leave those requests out.
+    clean = run.metrics.completed and not run.metrics.failed and not run.interrupted
+    return 0 if clean else 1
 
 
 def _docs(args: argparse.Namespace) -> int:
@@ -271,6 +341,22 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    if not is_port(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number 1-65535")
+    return int(text)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:  # zero or less would mean "no limit" to some and an error to others
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     recipes = load_recipes()
     parser = _Parser(
@@ -295,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hf-token-env", help="name of the variable holding your HF token (Docker)")
     p.add_argument("--curl", action="store_true", help="print the cURL check instead")
     p.add_argument("--recipe", choices=["lambda-8b-a1b"], help="the Lambda guide's recipe instead")
-    p.add_argument("--engine", choices=commands.LAMBDA_ENGINES, default="sglang",
-                   help="engine of --recipe")  # fmt: skip
+    p.add_argument("--engine", choices=commands.LAMBDA_ENGINES,
+                   help="engine of --recipe (default sglang)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_command)
 
@@ -305,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="auto", choices=["auto", "sglang", "vllm", "cpu"])
     p.add_argument("--variant", help="override each notebook's default variant")
     p.add_argument("--out", default="runs/latest", help="folder for executed notebooks")
-    p.add_argument("--cell-timeout", type=float, default=900, help="seconds per cell")
+    p.add_argument("--cell-timeout", type=_positive_seconds, default=900, help="seconds per cell")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("serve", help="run one server in the foreground until Ctrl-C")
@@ -314,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a local model directory or hub id to serve instead")
     p.add_argument("--hw", help="hardware id for the sglang engine (default: detected)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default: a free one)")
+    p.add_argument("--port", type=_port, help="port 1-65535 (default: a free one)")
     p.add_argument("--show-key", action="store_true", help="print this launch's API key")
     p.set_defaults(func=_serve)
 
@@ -323,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="its key (default: $OPENAI_API_KEY)")
     p.add_argument("--model", required=True, help="the served model name")
     p.add_argument("--preset", help="a workload of data/benchmarks.yaml (flags below override it)")
-    p.add_argument("--scale", default="gpu", choices=["gpu", "cpu"],
-                   help="cpu: the preset's scaled-down version")  # fmt: skip
+    p.add_argument("--scale", choices=["gpu", "cpu"],
+                   help="with --preset: gpu (default) or cpu, its scaled-down version")  # fmt: skip
     p.add_argument("--endpoint", choices=["completions", "chat"])
     p.add_argument("--input-len", type=int, help="prompt tokens (exact)")
     p.add_argument("--output-len", type=int, help="output tokens (ignore_eos on by default)")
@@ -339,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ignore-eos", action="store_true", help="let requests stop at EOS")
     p.add_argument("--goodput", nargs="+", metavar="NAME:MS", help="SLOs, e.g. ttft:500 tpot:50")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
-    p.add_argument("--run-timeout", type=float, help="seconds for the whole run")
+    p.add_argument("--request-timeout", type=_positive_seconds, default=600.0,
+                   help="seconds per request")  # fmt: skip
+    p.add_argument("--run-timeout", type=_positive_seconds, help="seconds for the whole run")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", help="result JSON (a .requests.jsonl is written beside it)")
     p.set_defaults(func=_bench)
@@ -381,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     except EngineUnavailableError as exc:
         print(f"cookbook: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ncookbook: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `cookbook matrix | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -12,10 +12,8 @@ import shlex
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
-from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
+from helpers.recipes import CookbookChoiceError, Recipes, load_recipes, placeholder_problem
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HOST = re.compile(r"^[A-Za-z0-9.:\-\[\]]+$")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _CONTINUATION = " \\"
 
@@ -60,22 +58,10 @@ class Placeholders:
 
 
 def _validate_placeholders(values: dict[str, str]) -> None:
-    for name in ("PORT", "CURL_PORT"):
-        port = values[name]
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise PlaceholderError(f"{name} must be a port number 1-65535, got {port!r}")
-    for name in ("HOST_IP", "CURL_HOST"):
-        if not _HOST.match(values[name]):
-            raise PlaceholderError(
-                f"{name} must be a host name or IP address, got {values[name]!r}"
-            )
-    token_var = values["HF_TOKEN"]
-    if token_var.startswith("hf_") or not _ENV_NAME.match(token_var):
-        # Never echo the value: it may be a real token.
-        raise PlaceholderError(
-            "HF_TOKEN takes the NAME of the environment variable that holds your token "
-            "(e.g. HF_TOKEN), not the token itself"
-        )
+    for name, value in values.items():
+        problem = placeholder_problem(name, value)
+        if problem:
+            raise PlaceholderError(problem)
 
 
 @dataclass(frozen=True)

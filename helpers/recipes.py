@@ -7,19 +7,125 @@ have. A malformed file fails with :class:`RecipeError` naming the offending key 
 from __future__ import annotations
 
 import functools
+import ipaddress
+import os
 import re
+import shlex
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 RECIPES_PATH = DATA_DIR / "recipes.yaml"
+RECIPES_ENV = "COOKBOOK_RECIPES"  # another recipes file, e.g. a fork's edited copy
 
 _FLAG_LINE = re.compile(r"^--?[a-z0-9][a-z0-9-]*([ =].*)?$")
-_ENV_ASSIGN = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
+_ENV_ASSIGN = re.compile(r"^[A-Z_][A-Z0-9_]*=[A-Za-z0-9_.,:/@%+=-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Outside quotes a shell would act on these; inside double quotes on $, ` and \.
+_SHELL_META = set(";&|<>()$`\\{}*?[]!#\n\r\t")
+_TP_FLAGS = ("--tp", "--tp-size", "--tensor-parallel-size")
+PLACEHOLDER_NAMES = ("HOST_IP", "PORT", "HF_TOKEN", "CURL_HOST", "CURL_PORT")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def is_port(value: object) -> bool:
+    """A TCP port number 1-65535, as an int or a string of ASCII digits."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            return False
+        value = int(value)
+    return isinstance(value, int) and 1 <= value <= 65535
+
+
+def is_host(text: str) -> bool:
+    """An IP address (IPv6 optionally in brackets) or a DNS host name (RFC 1123 labels): never
+    anything a command line could read as a flag, a second word or shell syntax."""
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        address = ipaddress.ip_address(inner)
+    except ValueError:
+        address = None
+    if inner != text:  # brackets hold an IPv6 address only
+        return isinstance(address, ipaddress.IPv6Address)
+    if address is not None:
+        return True
+    labels = text.removesuffix(".").split(".")
+    if len(text) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        return False
+    return not all(label.isdigit() for label in labels)  # 999.1.1.1 is no address, nor a name
+
+
+def placeholder_problem(name: str, value: str) -> str | None:
+    """Why `value` cannot stand for placeholder `name` in a command (None: it can)."""
+    if name in ("PORT", "CURL_PORT") and not is_port(value):
+        return f"{name} must be a port number 1-65535, got {value!r}"
+    if name in ("HOST_IP", "CURL_HOST"):
+        # The server's --host takes an IPv6 address bare; only a URL (the cURL check) brackets it.
+        bracketed = value.startswith("[")
+        if not is_host(value) or bracketed != (name == "CURL_HOST" and ":" in value):
+            return (
+                f"{name} must be a host name or IP address, got {value!r} (e.g. 0.0.0.0, "
+                "127.0.0.1, my-host.example.com; IPv6 bare in HOST_IP, in brackets in CURL_HOST)"
+            )
+    if name == "HF_TOKEN" and (value.startswith("hf_") or not _ENV_NAME.match(value)):
+        # Never echo the value: it may be a real token.
+        return (
+            "HF_TOKEN takes the NAME of the environment variable that holds your token "
+            "(e.g. HF_TOKEN), not the token itself"
+        )
+    return None
+
+
+def shell_problem(line: str) -> str | None:
+    """What a shell would do to this line besides splitting words (None: nothing).
+    {{NAME}} placeholders are substituted with checked values before any shell sees them."""
+    quote = None
+    for ch in _PLACEHOLDER.sub("X", line):
+        if quote == "'":
+            quote = None if ch == "'" else quote
+        elif quote == '"':
+            if ch in "$`\\":
+                return f"{ch!r} inside double quotes is shell syntax"
+            quote = None if ch == '"' else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in _SHELL_META:
+            return f"{ch!r} is a shell metacharacter (quote it, or leave it out)"
+    return "a quote is not closed" if quote else None
+
+
+def _flag_values(tokens: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for i, token in enumerate(tokens):
+        if token.startswith("--") and "=" in token:
+            pairs.append(tuple(token.split("=", 1)))
+        elif token.startswith("-") and i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
+            pairs.append((token, tokens[i + 1]))
+    return pairs
+
+
+def _check_shell_lines(lines: list[str]) -> list[str]:
+    """Lines of a command users paste: no shell syntax, and TP sizes and ports that exist."""
+    for line in lines:
+        problem = shell_problem(line)
+        if problem:
+            raise ValueError(f"{line!r}: {problem}")
+        for flag, value in _flag_values(shlex.split(line)):
+            if _PLACEHOLDER.fullmatch(value):
+                continue
+            if flag in _TP_FLAGS and not (value.isascii() and value.isdigit() and int(value) >= 1):
+                raise ValueError(f"{line!r}: {flag} takes a GPU count of 1 or more")
+            if flag == "--port" and not is_port(value):
+                raise ValueError(f"{line!r}: --port takes a port number 1-65535")
+    return lines
 
 
 class RecipeError(ValueError):
@@ -43,7 +149,7 @@ def _check_flag_lines(lines: list[str]) -> list[str]:
     for line in lines:
         if not _FLAG_LINE.match(line):
             raise ValueError(f"{line!r} is not a flag line (expected '--flag' or '--flag value')")
-    return lines
+    return _check_shell_lines(lines)
 
 
 def _check_env(lines: list[str]) -> list[str]:
@@ -180,10 +286,14 @@ class Docker(_Strict):
     run_options: list[str]
     after_env_options: list[str]
 
+    _lines = field_validator("run_options", "after_env_options")(_check_shell_lines)
+
 
 class Install(_Strict):
     python: list[str]
     note: str
+
+    _lines = field_validator("python")(_check_shell_lines)
 
 
 class Submit(_Strict):
@@ -193,7 +303,7 @@ class Submit(_Strict):
 
 
 class Playground(_Strict):
-    tp_values: list[int | None]
+    tp_values: list[Annotated[int, Field(ge=1)] | None]
     tp_variants: list[str]
     submit: Submit
 
@@ -202,14 +312,16 @@ class EngineLaunch(_Strict):
     image: str
     lines: list[str] = Field(min_length=1)
 
+    _lines = field_validator("lines")(_check_shell_lines)
+
 
 class LambdaRecipe(_Strict):
     source: str
     model: str
     served_model_name: str
-    port: int
+    port: int = Field(ge=1, le=65535)
     benchmarked_on: list[str]
-    tp: int
+    tp: int = Field(ge=1)
     docker_run: list[str]
     sglang: EngineLaunch
     vllm: EngineLaunch
@@ -217,6 +329,8 @@ class LambdaRecipe(_Strict):
     verify: str
     verify_expect: str
     claude_code_env: dict[str, str]
+
+    _lines = field_validator("docker_run")(_check_shell_lines)
 
 
 class GpuEngine(_Strict):
@@ -233,10 +347,24 @@ class CpuEngine(GpuEngine):
     module: str
 
 
+class KeyGuard(_Strict):
+    flags: list[str] = Field(min_length=1)
+    open_paths: list[Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*$")]]
+
+    _flags = field_validator("flags")(_check_flag_lines)
+
+
+class SglangEngine(GpuEngine):
+    # What SGLang's own --api-key leaves open (its code; tests/test_key_guard.py checks it).
+    key_leaves_open: list[str]
+    key_note: str
+
+
 class Engines(_Strict):
-    sglang: GpuEngine
+    sglang: SglangEngine
     vllm: GpuEngine
     cpu: CpuEngine
+    key_guard: KeyGuard
     vllm_reasoning_parsers: dict[str, str]
 
 
@@ -310,6 +438,15 @@ class Recipes(_Strict):
         for name in self.placeholders:
             if not re.fullmatch(r"[A-Z_]+", name):
                 raise ValueError(f"placeholders.{name}: placeholder names are UPPER_CASE")
+        missing = [n for n in PLACEHOLDER_NAMES if n not in self.placeholders]
+        if missing:
+            raise ValueError(f"placeholders: missing {', '.join(missing)}")
+        defaults = {n: p.default for n, p in self.placeholders.items()}
+        for name in PLACEHOLDER_NAMES:  # defaults may follow others: CURL_PORT is {{PORT}}
+            value = _PLACEHOLDER.sub(lambda m: defaults.get(m.group(1), m.group(0)), defaults[name])
+            problem = placeholder_problem(name, value)
+            if problem:
+                raise ValueError(f"placeholders.{name}.default: {problem}")
         if sorted(self.fixtures) != sorted(self.models):
             missing = sorted(set(self.models) - set(self.fixtures))
             extra = sorted(set(self.fixtures) - set(self.models))
@@ -373,31 +510,84 @@ def parse_recipes(raw: Any, origin: str = "recipes") -> Recipes:
     try:
         return Recipes.model_validate(raw)
     except ValidationError as exc:
-        lines = []
+        problems = []
         for err in exc.errors():
             path = _error_path(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (not in the schema)"
-            lines.append(f"  {path}: {msg}")
-        raise RecipeError(f"{origin} is malformed:\n" + "\n".join(lines)) from None
+            problems.append(f"{path}: {msg}")
+        # One line, every bad key named: what a terminal and a notebook both show whole.
+        raise RecipeError(f"{origin} is malformed: " + "; ".join(problems)) from None
+
+
+def _duplicate_key(node: yaml.Node, path: tuple[str, ...], seen: set[int]) -> str | None:
+    """The first key a mapping repeats (YAML would silently keep the last), with its path."""
+    if id(node) in seen:  # an alias: checked where its anchor is
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys = set()
+        for key_node, value_node in node.value:
+            key = (key_node.tag, getattr(key_node, "value", None))
+            where = ".".join((*path, str(key[1])))
+            if isinstance(key_node, yaml.ScalarNode) and key[1] != "<<":
+                if key in keys:
+                    return f"{where} (line {key_node.start_mark.line + 1})"
+                keys.add(key)
+            found = _duplicate_key(value_node, (*path, str(key[1])), seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, (*path, str(i)), seen)
+            if found:
+                return found
+    return None
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _duplicate_key(node, (), set())
+        if duplicate:
+            raise RecipeError(f"{path}: duplicate key {duplicate}: each key appears once")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_recipes_file(path: Path | str) -> Recipes:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+        raw = _load_yaml(text, path)
     except FileNotFoundError:
         raise RecipeError(f"recipes file not found: {path}") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path} is a directory, not a recipes file") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read the recipes file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path} is not UTF-8 text (byte {exc.start} is not valid UTF-8): save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path} is not valid YAML: {what}{where}") from None
     return parse_recipes(raw, origin=str(path))
 
 
 @functools.cache
 def load_recipes() -> Recipes:
-    """The project's recipes, loaded once per process."""
-    return load_recipes_file(RECIPES_PATH)
+    """The project's recipes (or $COOKBOOK_RECIPES, a file of the same schema), loaded once per
+    process."""
+    return load_recipes_file(os.environ.get(RECIPES_ENV) or RECIPES_PATH)
 
 
 def placeholders_in(text: str) -> set[str]:

@@ -134,15 +134,24 @@ def run(
     # Absolute: the notebooks run with notebooks/ as their working directory, and write their
     # results to RESULTS_PATH there.
     out_dir = Path(out_dir).resolve()
+    blocking = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise RunnerError(f"--out {out_dir}: {blocking} is a file, not a folder; give a folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".cookbook-write-check"
+        probe.touch()
+        probe.unlink()
     except OSError as exc:
-        raise RunnerError(f"cannot write to {out_dir}: {exc}") from None
+        raise RunnerError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
     # Decide the engine once, before any notebook: a GPU without SGLang fails here in seconds
     # (machine.EngineUnavailableError) instead of in every notebook, and nothing falls back.
+    from helpers import gpu, machine
     from helpers.server import resolve_engine
 
     engine = resolve_engine(engine)
+    if engine == "sglang" and machine.sglang_program() is None:  # asked for by name
+        raise machine.no_sglang_error(gpu.detect())
     echo(f"[run] engine: {engine}", flush=True)
     context = run_context(engine)
     parameters: dict[str, Any] = {"ENGINE": engine}

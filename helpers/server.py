@@ -7,9 +7,12 @@ Engines:
   auto    sglang when a CUDA GPU and SGLang are present, cpu when there is no GPU, and an
           error naming the fix for anything in between (helpers.machine)
 
-A server is a subprocess in its own process group with its output in a log file. It binds
-127.0.0.1 by default and requires a fresh random API key. It dies with its owner: on stop(), at
-interpreter exit, and, through a watchdog process, even when the owner is killed with SIGKILL.
+A server is a subprocess in its own process group with its output in a log file (0600, in a
+private directory). It binds 127.0.0.1 by default and requires a fresh random API key: on every
+path but /health for the vLLM engines (helpers/engine_side/cookbook_key_guard.py); for SGLang,
+where its own --api-key leaves open (data/recipes.yaml: engines.sglang.key_note). It dies with
+its owner: on stop(), at interpreter exit, and, through a watchdog process, even when the owner
+is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import errno
+import importlib.util
 import os
 import secrets
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -35,13 +41,15 @@ import httpx
 import psutil
 
 from helpers import commands, gpu, machine
-from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
+from helpers.engine_side.cookbook_key_guard import OPEN_PATHS_ENV
+from helpers.recipes import CookbookChoiceError, Recipes, is_host, is_port, load_recipes
 from helpers.watchdog import kill_session
 
 ENGINES = machine.ENGINES
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = REPO_ROOT / "data" / "fixtures"
 DEFAULT_CPU_PYTHON = REPO_ROOT / ".venvs" / "cpu-engine" / "bin" / "python"
+ENGINE_SIDE_DIR = Path(__file__).resolve().parent / "engine_side"  # on the engine's PYTHONPATH
 LOG_TAIL_LINES = 40
 STOP_GRACE_S = 10.0
 # A server that never became ready has nothing to finish: a short grace before SIGKILL keeps an
@@ -113,6 +121,14 @@ class LaunchPlan:
         return (env + " " if env else "") + shlex.join(self.argv)
 
 
+def _key_guard(recipes: Recipes) -> tuple[list[str], dict[str, str]]:
+    """The vLLM engines' --middleware that requires the key on every path but the open ones."""
+    guard = recipes.engines.key_guard
+    path = [str(ENGINE_SIDE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {"PYTHONPATH": os.pathsep.join(path), OPEN_PATHS_ENV: ",".join(guard.open_paths)}
+    return [t for f in guard.flags for t in shlex.split(f)], env
+
+
 def _parser_flags(recipes: Recipes, variant: str, tool_flags: list[str]) -> list[str]:
     caps = recipes.model(variant).capabilities
     flags = list(tool_flags) if caps.tools else []
@@ -150,6 +166,7 @@ def plan_launch(
     )
     hf_id = recipes.model(variant).hf_id
     where = ["--host", host, "--port", str(port)]
+    guard_flags, guard_env = _key_guard(recipes) if engine in ("cpu", "vllm") else ([], {})
     if engine == "cpu":
         cpu = recipes.engines.cpu
         path = Path(model) if model else fixture_path(variant, recipes)
@@ -165,6 +182,7 @@ def plan_launch(
             *where,
             *(t for f in cpu.flags for t in shlex.split(f)),
             *_parser_flags(recipes, variant, cpu.tool_flags),
+            *guard_flags,
             *extra_args,
         ]
         notes = (
@@ -179,7 +197,7 @@ def plan_launch(
             "cpu",
             variant,
             tuple(argv),
-            dict(cpu.env),
+            {**cpu.env, **guard_env},
             "VLLM_API_KEY",
             None,
             name,
@@ -202,13 +220,14 @@ def plan_launch(
             *where,
             *(t for f in engine_data.flags for t in shlex.split(f)),
             *_parser_flags(recipes, variant, engine_data.tool_flags),
+            *guard_flags,
             *extra_args,
         ]
         return LaunchPlan(
             "vllm",
             variant,
             tuple(argv),
-            {},
+            {**engine_data.env, **guard_env},
             "VLLM_API_KEY",
             None,
             hf_id,
@@ -258,21 +277,114 @@ def plan_launch(
 # ----- processes ------------------------------------------------------------------------------
 
 
+def _bound(host: str, port: int) -> socket.socket:
+    """A socket bound as a server would bind (IPv4 or IPv6, whichever the host is)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As servers do: connections left in TIME_WAIT do not keep a port from being served.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+    with _bound(host, 0) as sock:
         return sock.getsockname()[1]
 
 
 def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As servers do: connections left in TIME_WAIT do not keep a port from being served.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
+    """Whether another process holds the port. Any other failure to bind (an address that is not
+    this machine's, a host that does not resolve) raises OSError: it is not "in use"."""
+    try:
+        _bound(host, port).close()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
             return True
+        raise
     return False
+
+
+def bind_problem(host: str, port: int | None) -> str | None:
+    """Why a server could not listen on host:port (None: it can), as one line."""
+    try:
+        _bound(host, port or 0).close()
+    except socket.gaierror:
+        return f"host {host!r} does not resolve to an address of this machine"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (
+                f"port {port} on {host} is already in use by another process; choose another "
+                "port or leave port=None to pick a free one"
+            )
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return (
+                f"{host} is not an address of this machine: bind 127.0.0.1 (the default), "
+                "0.0.0.0 for every interface, or one of this machine's own addresses"
+            )
+        if exc.errno == errno.EACCES:
+            return f"port {port} needs root (ports below 1024): choose one from 1024 to 65535"
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def _url_host(host: str) -> str:
+    """The host as a client URL names it: loopback for a wildcard, IPv6 in brackets."""
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def log_directory(given: str | Path | None = None) -> Path:
+    """Where engine logs go: `given`, else $COOKBOOK_LOG_DIR, else a per-user directory in the
+    temporary directory. A directory made here is 0700; the default one, in a /tmp others share,
+    must be this user's own (not a link) and is kept private."""
+    chosen = given or os.environ.get("COOKBOOK_LOG_DIR")
+    path = Path(chosen).expanduser() if chosen else None
+    if path is None:
+        path = Path(tempfile.gettempdir()) / f"lfm25-cookbook-logs-{os.getuid()}"
+    what = (
+        f"log directory {path}"
+        if given
+        else f"COOKBOOK_LOG_DIR={path}"
+        if chosen
+        else f"the log directory {path}"
+    )
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ServerStartError(
+            f"cannot use {what}: {blocking} is a file, not a directory (no engine was started)"
+        )
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.lstat()
+    except OSError as exc:
+        raise ServerStartError(
+            f"cannot use {what}: {exc.strerror or exc}; point COOKBOOK_LOG_DIR at a directory "
+            "you can write (no engine was started)"
+        ) from None
+    if chosen is None:
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+            raise ServerStartError(
+                f"{what} is not this user's own directory: remove it or set COOKBOOK_LOG_DIR "
+                "(no engine was started)"
+            )
+        if info.st_mode & 0o077:
+            path.chmod(0o700)
+    return path
+
+
+def _open_private(path: Path):
+    """Open a log for appending, readable by its owner only (0600), never through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)  # a file left from before keeps no wider mode
+    return os.fdopen(fd, "ab")
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -357,6 +469,13 @@ class Server:
         self.variant, self.engine_requested = variant, engine
         # Added to the engine's environment only: never in the command, the plan, logs or errors.
         self._secret_env = dict(secret_env or {})
+        if not isinstance(host, str) or not is_host(host):
+            raise ServerStartError(
+                f"host {host!r} is not a host name or IP address (e.g. 127.0.0.1, the default)"
+            )
+        if port is not None and not is_port(port):
+            raise ServerStartError(f"port {port!r} is not a port number 1-65535 (or None: any)")
+        host = host[1:-1] if host.startswith("[") else host  # [::1] -> ::1, as engines take it
         self.host, self.requested_port = host, port
         self._plan_args = dict(
             model=model,
@@ -386,6 +505,7 @@ class Server:
         self._base_url: str | None = None
         self._model: str | None = None
         self._client = None
+        self._launches = 0  # a client belongs to one launch
         self._lock = threading.Lock()
 
     # ----- a server someone else runs ---------------------------------------------------------
@@ -398,16 +518,21 @@ class Server:
         timeout_s: float = 10.0,
     ) -> Server:
         """Use a running OpenAI-compatible server; stop() leaves it running."""
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ServerError(
+                f"base_url {base_url!r} is not an http:// or https:// URL "
+                "(e.g. http://127.0.0.1:30000/v1)"
+            )
         server = cls.__new__(cls)
         server.__init__(progress=False)
         server.owned, server.engine_requested = False, "connect"
         server._base_url = base_url.rstrip("/").removesuffix("/v1")
         server.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        ids = server._models(timeout_s)
+        ids, problem = server._probe(timeout_s)
         if ids is None:
-            raise ServerError(
-                f"no OpenAI-compatible server answered at {server._base_url}/v1/models"
-            )
+            raise ServerError(problem)
+        if not ids:
+            raise ServerError(f"{server._base_url}/v1/models lists no model")
         if model is not None and model not in ids:
             raise ServerError(f"{server._base_url} serves {ids}, not {model!r}")
         server._model = model or ids[0]
@@ -443,11 +568,11 @@ class Server:
 
     @property
     def client(self):
-        """An OpenAI SDK client for this server (no retries: a failure shows at once)."""
+        """An OpenAI SDK client for this server (no retries: a failure shows at once). Used after
+        stop(), or after the engine died, it says so instead of a bare "Connection error."."""
         if self._client is None:
-            import openai
-
-            self._client = openai.OpenAI(
+            self._client = _guarded_client(
+                self,
                 base_url=f"{self.base_url}/v1",
                 api_key=self.api_key,
                 timeout=httpx.Timeout(300.0, connect=5.0),
@@ -468,6 +593,24 @@ class Server:
             path.write_text(self.api_key)
         return Path(self._user_key_dir) / "api-key"
 
+    def _unusable(self, launch: int) -> str | None:
+        """Why a client made for launch number `launch` cannot reach its server, if it cannot."""
+        if not self.owned:
+            return None
+        what = f"the {self.engine} server for {self.variant!r}"
+        if launch != self._launches:
+            return f"this client belongs to an earlier launch of {what}: use server.client"
+        proc = self._proc
+        if proc is None:
+            return (
+                f"{what} was stopped (stop(), or the end of its `with` block): start() it "
+                "again or launch a new one"
+            )
+        code = proc.poll()
+        if code is not None:
+            return f"{what} exited with code {code}; its log: {self.log_path}"
+        return None
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return tail(self.log_path, lines)
 
@@ -481,12 +624,9 @@ class Server:
             if self.alive:
                 return self
             explicit = self.requested_port is not None
-            if explicit and port_in_use(self.host, self.requested_port):
-                raise ServerStartError(
-                    f"port {self.requested_port} on {self.host} is already in use by another "
-                    "process; choose another port or leave port=None to pick a free one "
-                    "(no engine was started)"
-                )
+            problem = bind_problem(self.host, self.requested_port)
+            if problem:
+                raise ServerStartError(f"{problem} (no engine was started)")
             attempts = 1 if explicit else 3
             for attempt in range(1, attempts + 1):
                 port = self.requested_port or free_port(self.host)
@@ -520,19 +660,30 @@ class Server:
                 f"the CPU engine is not installed ({cpu_engine_python()} is missing): "
                 "run `bash ci/setup.sh cpu-engine`"
             )
-        path = Path(self.plan.model_path).expanduser()
-        looks_local = path.is_absolute() or self.plan.model_path.startswith((".", "~"))
-        if (self.plan.is_fixture or looks_local) and not (path / "config.json").exists():
+        if self.plan.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ServerStartError(
+                f"engine 'vllm' runs vLLM in this Python ({sys.executable}), which has none: "
+                "install vllm here, or use engine='cpu' (no engine was started)"
+            )
+        given = self.plan.model_path
+        path = Path(given).expanduser()
+        # A hub id is `name` or `org/name`; anything on disk, or any other shape, is a directory.
+        looks_local = (
+            path.is_absolute()
+            or given.startswith((".", "~"))
+            or path.exists()
+            or given.count("/") > 1
+        )
+        if (self.plan.is_fixture or looks_local) and not (path / "config.json").is_file():
             what = "fixture model" if self.plan.is_fixture else "model directory"
             raise ServerStartError(
                 f"{what} not found: {path} has no config.json (no engine was started)"
             )
+        log_dir = log_directory(self.log_dir)
         self.api_key = secrets.token_urlsafe(24)
-        log_dir = self.log_dir or Path(os.environ.get("COOKBOOK_LOG_DIR") or tempfile.gettempdir())
-        log_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = log_dir / f"{self.plan.engine}-{self.variant}-{port}-{stamp}.log"
-        self._log_file = self.log_path.open("ab")
+        self._log_file = _open_private(self.log_path)
         self._log_file.write(f"$ {self.plan.display}\n".encode())
         self._log_file.flush()
         env = {**os.environ, **self.plan.env, **self._secret_env, "PYTHONUNBUFFERED": "1"}
@@ -542,17 +693,22 @@ class Server:
         else:
             argv += self._sglang_key_config()
         main_thread = threading.current_thread() is threading.main_thread()
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-            # PDEATHSIG fires when the creating *thread* exits, so only from the main thread.
-            preexec_fn=_die_with_parent if main_thread else None,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                # PDEATHSIG fires when the creating *thread* exits, so only from the main thread.
+                preexec_fn=_die_with_parent if main_thread else None,
+            )
+        except OSError as exc:  # e.g. COOKBOOK_CPU_ENGINE_PYTHON naming a directory
+            raise ServerStartError(
+                f"cannot run {argv[0]}: {exc.strerror or exc} (no engine was started)"
+            ) from None
         self._pid = self._proc.pid
         owner = psutil.Process()
         try:
@@ -576,11 +732,10 @@ class Server:
             close_fds=True,
             cwd=str(REPO_ROOT),
         )
-        self._base_url = (
-            f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '::') else self.host}:{port}"
-        )
+        self._base_url = f"http://{_url_host(self.host)}:{port}"
         self._model = self.plan.model
         self._client = None
+        self._launches += 1
         _LIVE.add(self)
 
     def _sglang_key_config(self) -> list[str]:
@@ -588,17 +743,32 @@ class Server:
         return ["--config", self._key_file]
 
     def _models(self, timeout_s: float) -> list[str] | None:
+        return self._probe(timeout_s)[0]
+
+    def _probe(self, timeout_s: float) -> tuple[list[str] | None, str]:
+        """(the served model ids, "") from /v1/models, or (None, why not, as one line)."""
+        url = f"{self._base_url}/v1/models"
         try:
             resp = httpx.get(
-                f"{self._base_url}/v1/models",
-                timeout=timeout_s,
-                headers={"Authorization": f"Bearer {self.api_key}"},
+                url, timeout=timeout_s, headers={"Authorization": f"Bearer {self.api_key}"}
             )
-        except httpx.HTTPError:
-            return None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return None, f"no OpenAI-compatible server answered at {url} ({type(exc).__name__})"
+        if resp.status_code in (401, 403):
+            return None, (
+                f"{url} refused the API key (HTTP {resp.status_code}): pass the server's own key "
+                "(api_key=... or OPENAI_API_KEY)"
+            )
         if resp.status_code != 200:
-            return None
-        return [m["id"] for m in resp.json().get("data", [])]
+            return None, f"{url} answered HTTP {resp.status_code}, not a list of models"
+        try:
+            return [str(m["id"]) for m in resp.json()["data"]], ""
+        except (ValueError, KeyError, TypeError):
+            kind = resp.headers.get("content-type", "no content type").split(";")[0]
+            return None, (
+                f"{url} answered 200 with {kind}, not an OpenAI model list: is the base URL an "
+                "OpenAI-compatible server's (e.g. http://HOST:PORT/v1)?"
+            )
 
     def _fail(self, what: str) -> ServerStartError:
         plan = self.plan
@@ -721,6 +891,22 @@ class Server:
 def live_servers() -> list[Server]:
     """The servers this process started that are still running."""
     return [s for s in list(_LIVE) if s.owned and s.alive]
+
+
+def _guarded_client(server: Server, **kwargs):
+    """An openai.OpenAI whose requests first check that its launch of `server` still runs."""
+    import openai
+
+    launch = server._launches
+
+    class CookbookClient(openai.OpenAI):
+        def _prepare_request(self, request) -> None:  # the SDK's hook, outside its retry wrapper
+            problem = server._unusable(launch)
+            if problem:
+                raise openai.APIConnectionError(message=problem, request=request)
+            super()._prepare_request(request)
+
+    return CookbookClient(**kwargs)
 
 
 def launch(

@@ -6,6 +6,9 @@ The request's `model` picks the behaviour, so one server covers every case:
   error    HTTP 500 with a JSON error body
   die      two chunks, then the connection is dropped
   stall    one chunk, then nothing
+  cut      one token fewer than `max_tokens` (as a server at its context limit)
+  fail     two chunks, then an error message in the stream (HTTP 200 all along)
+/v1/models lists these modes with max_model_len MAX_MODEL_LEN.
 A whitespace tokenizer backs /tokenize and /detokenize: token i is the word WORDS[i]
 (an unknown word gets some id; the harness only probes with those).
 """
@@ -22,6 +25,8 @@ from aiohttp import web
 WORDS = ["".join(letters) for letters in itertools.product("abcdefgh", repeat=3)][:500]
 INDEX = {w: i for i, w in enumerate(WORDS)}
 REQUESTS = web.AppKey("requests", list)
+MODES = ("ok", "nousage", "error", "die", "stall", "cut", "fail")
+MAX_MODEL_LEN = 4096
 
 
 def chunk(text: str, usage: dict | None = None, choices: bool = True) -> bytes:
@@ -48,9 +53,17 @@ async def completions(request: web.Request) -> web.StreamResponse:
         await resp.write(chunk(" a") + chunk(" b"))
         request.transport.close()
         return resp
+    if mode == "fail":
+        error = {"error": {"message": "engine core died", "type": "InternalServerError"}}
+        await resp.write(chunk(" a") + chunk(" b") + b"data: " + json.dumps(error).encode())
+        await resp.write(b"\n\ndata: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
     if mode == "stall":
         await resp.write(chunk(" a"))
         await asyncio.sleep(60)
+    if mode == "cut":
+        n -= 1
     for i in range(n):
         await resp.write(chunk(f" t{i}"))
         await asyncio.sleep(0.001)
@@ -65,7 +78,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def tokenize(request: web.Request) -> web.Response:
     body = await request.json()
     tokens = [INDEX.get(w, len(w) % len(WORDS)) for w in body["prompt"].split()]
-    return web.json_response({"tokens": tokens, "count": len(tokens), "max_model_len": 4096})
+    return web.json_response(
+        {"tokens": tokens, "count": len(tokens), "max_model_len": MAX_MODEL_LEN}
+    )
+
+
+async def models(request: web.Request) -> web.Response:
+    cards = [{"id": m, "object": "model", "max_model_len": MAX_MODEL_LEN} for m in MODES]
+    return web.json_response({"object": "list", "data": cards})
 
 
 async def detokenize(request: web.Request) -> web.Response:
@@ -81,6 +101,7 @@ class FakeServer:
         self.app.router.add_post("/v1/chat/completions", completions)
         self.app.router.add_post("/tokenize", tokenize)
         self.app.router.add_post("/detokenize", detokenize)
+        self.app.router.add_get("/v1/models", models)
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._started = threading.Event()

@@ -12,6 +12,7 @@ import pytest
 
 from helpers import bench
 from helpers.bench import BenchConfig, BenchError, RequestRecord, compute_metrics
+from tests import fake_openai
 from tests.fake_openai import FakeServer
 
 
@@ -111,11 +112,17 @@ def test_range_conventions():
         ({"request_rate": 0}, "request_rate 0"),
         ({"goodput_slo_ms": {"latency": 5}}, "valid: ttft, tpot, e2el"),
         ({"max_concurrency": 0}, "max_concurrency 0"),
+        ({"request_timeout_s": 0}, "request_timeout_s 0 (seconds > 0)"),
+        ({"request_timeout_s": -5.0}, "request_timeout_s -5.0"),
+        ({"run_timeout_s": 0}, "run_timeout_s 0 (seconds > 0, or None: none)"),
+        ({"run_timeout_s": float("nan")}, "run_timeout_s nan"),
+        ({"goodput_slo_ms": {"ttft": -1.0}}, "goodput SLO ttft:-1.0 (milliseconds > 0)"),
+        ({"base_url": "localhost:8000"}, "base_url 'localhost:8000' (an http:// or https:// URL)"),
     ],
 )
 def test_bad_settings_are_named(fields, named):
     with pytest.raises(BenchError, match="bad benchmark settings") as info:
-        BenchConfig(base_url="http://x/v1", model="m", **fields)
+        BenchConfig(**{"base_url": "http://x/v1", "model": "m", **fields})
     assert named in str(info.value)
 
 
@@ -227,7 +234,9 @@ def test_no_usage_chunk_falls_back_and_says_so(fake):
 
 
 @pytest.mark.parametrize(
-    ("mode", "error"), [("error", "HTTP 500"), ("die", "")], ids=["http-500", "dropped"]
+    ("mode", "error"),
+    [("error", "HTTP 500"), ("die", ""), ("fail", "mid-stream: engine core died")],
+    ids=["http-500", "dropped", "error-in-stream"],
 )
 def test_failed_requests_are_counted_and_kept(fake, mode, error):
     run = bench.run_benchmark(
@@ -236,6 +245,52 @@ def test_failed_requests_are_counted_and_kept(fake, mode, error):
     assert (run.metrics.completed, run.metrics.failed) == (0, 6)
     assert all(not r.success and r.error for r in run.records)
     assert error in next(iter(run.result()["errors"]))
+
+
+def test_a_cut_off_request_is_a_failure_with_its_reason(fake):
+    run = bench.run_benchmark(
+        _config(fake, model="cut", warmup=0), progress=False, log=lambda _: None
+    )
+    assert (run.metrics.completed, run.metrics.failed) == (0, 6)
+    assert run.result()["errors"] == {
+        "cut off: 4 of 5 output tokens with ignore_eos on (prompt + output past the model's "
+        "context, or max_tokens lowered)": 6
+    }
+    # Without ignore_eos a short answer is the model stopping: a success.
+    run = bench.run_benchmark(
+        _config(fake, model="cut", warmup=0, ignore_eos=False), progress=False, log=lambda _: None
+    )
+    assert (run.metrics.completed, run.metrics.total_output_tokens) == (6, 24)
+
+
+def test_a_workload_past_the_context_is_refused_before_any_prompt(fake):
+    served = len(fake.requests)
+    limit = fake_openai.MAX_MODEL_LEN
+    with pytest.raises(BenchError, match=f"exceed ok's max_model_len of {limit}"):
+        bench.run_benchmark(_config(fake, input_len=limit - 4), progress=False, log=print)
+    with pytest.raises(BenchError, match="input up to 3000 \\+ output up to 1650 tokens"):
+        bench.run_benchmark(
+            _config(fake, input_len=2000, output_len=1100, range_ratio=0.5), progress=False
+        )
+    assert len(fake.requests) == served  # nothing was generated (nor tokenized)
+    bench.check_lengths(_config(fake, input_len=limit - 5), limit)  # exactly fits: no error
+
+
+def test_the_server_is_checked_before_the_run(fake):
+    with pytest.raises(BenchError, match=r"serves \['cut', 'die', .*\], not 'nope'"):
+        bench.run_benchmark(_config(fake, model="nope"), progress=False)
+
+
+def test_out_is_checked_before_the_run(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for bad, why in [
+        (tmp_path, "is a directory"),
+        (tmp_path / "file" / "r.json", "file is a file, not a folder"),
+    ]:
+        with pytest.raises(BenchError, match=why):
+            bench.check_out_path(bad)
+    fine = bench.check_out_path(tmp_path / "new" / "run.json")
+    assert fine.parent.is_dir() and not fine.exists()  # checked, nothing left behind
 
 
 def test_every_warmup_failing_stops_the_run_with_the_reason(fake):
