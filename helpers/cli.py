@@ -101,15 +101,16 @@ def _conflict(message: str) -> UsageError:
 def _command(args: argparse.Namespace) -> int:
     if args.recipe:
         # The guide's command is printed as the guide writes it: nothing of it can be changed.
-        ignored = _given(args, ("hw", "variant", "docker", "tp", "host", "port", "hf_token_env",
-                                "curl"))  # fmt: skip
+        ignored = _given(args, ("hw", "variant", "docker", "tp", "host", "port", "hf_token_env"))
         if ignored:
             raise _conflict(
                 f"--recipe prints the Lambda guide's command as written; {', '.join(ignored)} "
-                "cannot change it (it takes --engine and --json only)"
+                "cannot change it (it takes --engine, --curl and --json only)"
             )
         engine = args.engine or "sglang"
-        text = commands.render_lambda(engine)
+        # --curl: the guide's own verify step (GET /v1/models), the same for both engines.
+        recipe = load_recipes().lambda_8b_a1b
+        text = recipe.verify if args.curl else commands.render_lambda(engine)
         print(json.dumps({"recipe": args.recipe, "engine": engine, "command": text}, indent=2)
               if args.json else text)  # fmt: skip
         return 0

@@ -110,6 +110,14 @@ def test_unsupported_gpu_gets_the_reason_not_a_command(cookbook_exe):
     assert "Pick an L4 or A100 runtime" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
+def test_the_lambda_recipes_verify_step(cookbook_exe):
+    out = run(cookbook_exe, "command", "--recipe", "lambda-8b-a1b", "--curl")
+    assert out.returncode == 0
+    assert out.stdout.strip() == (
+        'curl -X GET http://localhost:8000/v1/models \\\n  -H "Content-Type: application/json"'
+    )
+
+
 def test_curl_and_recipe(cookbook_exe):
     curl = run(cookbook_exe, "command", "--hw", "h200", "--variant", "jp", "--curl").stdout
     assert curl.startswith("curl http://localhost:30000/v1/chat/completions")
