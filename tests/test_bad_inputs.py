@@ -106,7 +106,7 @@ CLI_CASES = [
     # run
     _case("run-out-is-a-file", "run 01 --out {file}", 2, "is a file, not a folder"),
     _case("run-out-under-a-file", "run 01 --out {file}/sub", 2, "is a file, not a folder"),
-    _case("run-unknown-notebook", "run 99", 2, "unknown notebook '99'; valid: 00_"),
+    _case("run-unknown-notebook", "run 99", 2, "unknown notebook '99'; valid: 01_chat, 02_reasoning"),
     _case("run-unknown-variant", "run 01 --variant mega", 2, "unknown variant 'mega'"),
     _case("run-cell-timeout-0", "run 01 --cell-timeout 0", 2, "'0' is not a number of seconds > 0"),
     _case("run-cell-timeout-negative", "run 01 --cell-timeout -5", 2, "is not a number of seconds"),
