@@ -8,6 +8,7 @@ its own environment (`sglang` installed with --no-deps, see ci/setup.sh) and cal
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import tomllib
@@ -207,39 +208,41 @@ def test_newer_feature_transport_flag_is_understood(sglang_check_python):
     assert result["ok"], result["error"]
 
 
+def pinned_sglang_source(python: str, *relative: str) -> dict[str, str]:
+    """The text of files of the pinned SGLang package (paths relative to sglang/srt/), read by
+    the sglang-check environment's Python; a glob pattern reads every match."""
+    script = (
+        "import json, pathlib, sys, sglang\n"
+        "root = pathlib.Path(sglang.__file__).parent / 'srt'\n"
+        "print(json.dumps({str(p.relative_to(root)): p.read_text()"
+        " for pattern in sys.argv[1:] for p in sorted(root.glob(pattern))}))\n"
+    )
+    out = subprocess.run([python, "-c", script, *relative], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def test_the_pinned_release_has_what_the_install_note_says(sglang_check_python, recipes):
     """recipes.install.note: the model classes, the lfm2 tool parser and both reasoning parsers
     are in the pinned SGLang (read from its installed source, no GPU needed)."""
-    script = (
-        "import pathlib, re, sglang\n"
-        "root = pathlib.Path(sglang.__file__).parent / 'srt'\n"
-        "entries = ' '.join(re.findall(r'^EntryClass = .*$', "
-        "''.join(p.read_text() for p in (root / 'models').glob('lfm2*.py')), re.M))\n"
-        "print(entries)\n"
-        "print((root / 'function_call' / 'function_call_parser.py').read_text().count('\"lfm2\": Lfm2Detector'))\n"
-        "print((root / 'parser' / 'reasoning_parser.py').read_text().count('\"qwen3-thinking\":'))\n"
-    )
-    out = subprocess.run([sglang_check_python, "-c", script], capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    entries, lfm2_parser, thinking = out.stdout.splitlines()
+    files = pinned_sglang_source(
+        sglang_check_python, "models/lfm2*.py", "function_call/function_call_parser.py",
+        "parser/reasoning_parser.py",
+    )  # fmt: skip
+    models = "".join(text for name, text in files.items() if name.startswith("models/"))
+    entries = " ".join(re.findall(r"^EntryClass = .*$", models, re.M))
     for arch in ("Lfm2ForCausalLM", "Lfm2MoeForCausalLM", "Lfm2VlForConditionalGeneration"):
         assert arch in entries and arch in recipes.install.note
-    assert int(lfm2_parser) >= 1 and int(thinking) >= 1
+    assert '"lfm2": Lfm2Detector' in files["function_call/function_call_parser.py"]
+    assert '"qwen3-thinking":' in files["parser/reasoning_parser.py"]
 
 
 def test_notebook_03s_tool_choice_claims_hold_in_the_pinned_sglang(sglang_check_python):
     """03 says: SGLang renders tools into the prompt only when tool_choice != "none", and
     enforces "required" / a named tool with a JSON schema. Read from the pinned source."""
-    script = (
-        "import pathlib, sglang\n"
-        "p = pathlib.Path(sglang.__file__).parent / 'srt/entrypoints/openai/serving_chat.py'\n"
-        "print(p.read_text())\n"
-    )
-    out = subprocess.run([sglang_check_python, "-c", script], capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    source = out.stdout
+    path = "entrypoints/openai/serving_chat.py"
+    source = pinned_sglang_source(sglang_check_python, path)[path]
     render = source.index('if effective_tools and request.tool_choice != "none":')
     block = source[render : render + 3000]
     assert "tools = [item.model_dump() for item in request.tools]" in block
