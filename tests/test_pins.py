@@ -55,4 +55,31 @@ def test_side_environments_share_the_main_pins():
         lines = (REPO / "ci" / name).read_text().splitlines()
         side = _pins([line for line in lines if line and not line.startswith("#")])
         differ = {k: (v, side[k]) for k, v in main.items() if k in side and side[k] != v}
+        if name == "requirements-sglang-check.txt":
+            # SGLang's own pin wins in its environment (the reason it has one of its own).
+            differ = {k: v for k, v in differ.items() if sglang_pins().get(k) != v[1]}
         assert differ == {}, f"ci/{name} disagrees with pyproject.toml: {differ}"
+
+
+def sglang_pins() -> dict[str, str]:
+    """The exact pins of the gpu extra's SGLang, from its metadata in .venvs/sglang-check."""
+    import glob
+
+    metadata = glob.glob(str(REPO / ".venvs/sglang-check/lib/python*/site-packages/sglang-*"
+                             ".dist-info/METADATA"))  # fmt: skip
+    assert metadata, "no SGLang in .venvs/sglang-check: bash ci/setup.sh sglang-check"
+    pins = {}
+    for line in Path(metadata[0]).read_text().splitlines():
+        match = re.match(r"Requires-Dist: ([A-Za-z0-9_.-]+)==([^;\s]+)$", line)
+        if match:
+            pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return pins
+
+
+def test_the_sglang_check_environment_takes_sglangs_own_pins():
+    pins = sglang_pins()
+    assert pins["openai"] == "2.8.0"  # why the kernel cannot hold SGLang (README)
+    lines = (REPO / "ci" / "requirements-sglang-check.txt").read_text().splitlines()
+    side = _pins([line for line in lines if line and not line.startswith("#")])
+    for name in ("openai", "xgrammar"):
+        assert side[name] == pins[name], name
