@@ -17,7 +17,9 @@ plan:  ## what set-up would install here, and which engine the notebooks would u
 	bash ci/setup.sh plan
 lab:  ## JupyterLab with the "LFM2.5 cookbook" kernel (on a remote box: ssh -L 8888:127.0.0.1:8888)
 	bash ci/setup.sh main
-	.venv/bin/jupyter lab --ip 127.0.0.1 --port 8888 --no-browser --notebook-dir notebooks
+	# As root (containers, some cloud images) JupyterLab refuses to start without --allow-root.
+	.venv/bin/jupyter lab --ip 127.0.0.1 --port 8888 --no-browser --notebook-dir notebooks \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 docs:  ## the docs site from the executed notebooks of $(RUN) (make run first)
 	bash ci/setup.sh main
 	.venv/bin/cookbook docs --run $(RUN) --out site
