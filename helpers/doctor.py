@@ -19,7 +19,7 @@ PACKAGES = (
 )  # fmt: skip
 # Ports the cookbook's commands use by default (SGLang's, the Lambda guide's, Jupyter's).
 DEFAULT_PORTS = (30000, 8000, 8888)
-ENGINE_MODULES = {"sglang": "sglang", "vllm": "vllm"}
+ENGINE_MODULES = {"vllm": "vllm"}  # SGLang: machine.sglang_program (its own environment)
 
 
 @dataclass
@@ -55,8 +55,6 @@ def engines() -> dict[str, str]:
     program = machine.sglang_program()
     found["sglang"] = f"{program}" if program else f"not installed: {machine.SETUP} sglang"
     for label, module in ENGINE_MODULES.items():
-        if label == "sglang":
-            continue
         spec = importlib.util.find_spec(module)
         found[label] = f"importable here ({spec.origin})" if spec else "not in this environment"
     python = cpu_engine_python()

@@ -22,7 +22,6 @@ from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
 ENGINES = ("auto", "sglang", "vllm", "cpu")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SGLANG_VENV = REPO_ROOT / ".venvs" / "sglang"
-CPU_ENGINE_VENV = REPO_ROOT / ".venvs" / "cpu-engine"
 SETUP = "bash ci/setup.sh"  # run from the repository root
 
 
