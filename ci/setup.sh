@@ -115,13 +115,14 @@ machine_envs() {
 }
 
 sglang_env() {  # SGLang itself, for the GPU path (its openai pin cannot share .venv)
-  local pin stamp mark venv=.venvs/sglang
+  local pin router stamp mark venv=.venvs/sglang
   pin=$(extra_pin gpu sglang)
-  stamp=$(echo "$pin" | sha256sum | cut -c1-16)
+  router=$(extra_pin gpu sglang-router)  # for the router's one-command form, which imports SGLang
+  stamp=$(echo "$pin $router" | sha256sum | cut -c1-16)
   if fresh "$venv" "$stamp"; then
-    log "preparing $venv ($pin: CUDA torch and kernels, several GB)"
+    log "preparing $venv ($pin, $router: CUDA torch and kernels, several GB)"
     mark=$(make_venv "$venv")
-    pip_quiet "$venv" "$pin"
+    pip_quiet "$venv" "$pin" "$router"
     echo "$stamp" > "$mark"
   fi
   log "$venv ready ($("$venv/bin/sglang" version 2>/dev/null | head -n 1 || echo "$pin"))"
@@ -140,13 +141,14 @@ colab_env() {  # Colab: no .venv; the helpers go into the kernel's own Python
 }
 
 sglang_check_env() {
-  local pin stamp mark venv=.venvs/sglang-check
+  local pin router stamp mark venv=.venvs/sglang-check
   pin=$(extra_pin gpu sglang)
-  stamp=$( (cat ci/requirements-sglang-check.txt; echo "$pin") | sha256sum | cut -c1-16)
+  router=$(extra_pin gpu sglang-router)  # its parsers check the router commands (tests/test_router.py)
+  stamp=$( (cat ci/requirements-sglang-check.txt; echo "$pin $router") | sha256sum | cut -c1-16)
   if fresh "$venv" "$stamp"; then
-    log "preparing $venv ($pin without its GPU dependencies)"
+    log "preparing $venv ($pin without its GPU dependencies, $router)"
     mark=$(make_venv "$venv")
-    pip_quiet "$venv" -r ci/requirements-sglang-check.txt
+    pip_quiet "$venv" -r ci/requirements-sglang-check.txt "$router"
     pip_quiet "$venv" --no-deps "$pin"
     echo "$stamp" > "$mark"
   fi

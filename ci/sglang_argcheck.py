@@ -23,7 +23,7 @@ DOCKER_VALUE_OPTIONS = {"--env", "-e", "-p", "--publish", "-v", "--volume", "--s
 PROGRAMS = (["sglang", "serve"], ["python3", "-m", "sglang.launch_server"],
             ["python", "-m", "sglang.launch_server"])  # fmt: skip
 # Env vars a command may carry that are not SGLang's own.
-FOREIGN_ENV = {"HF_TOKEN"}
+FOREIGN_ENV = {"HF_TOKEN", "CUDA_VISIBLE_DEVICES"}
 REPORTED_FIELDS = ("model_path", "tp_size", "tool_call_parser", "reasoning_parser",
                    "attention_backend", "mm_attention_backend", "mem_fraction_static", "host",
                    "port", "trust_remote_code", "dtype", "disable_radix_cache",

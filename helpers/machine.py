@@ -32,7 +32,7 @@ class EngineUnavailableError(RuntimeError):
 def sglang_pin() -> str:
     """The `gpu` extra's SGLang requirement, e.g. sglang==0.5.23 (pyproject.toml)."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    return next(r for r in project["optional-dependencies"]["gpu"] if r.startswith("sglang"))
+    return next(r for r in project["optional-dependencies"]["gpu"] if r.split("==")[0] == "sglang")
 
 
 def sglang_program() -> Path | None:
@@ -126,7 +126,7 @@ class MachinePlan:
             return [*out, f"stop         {self.stop}"]
         installs = {
             "sglang": f".venvs/sglang: {sglang_pin()} (the `gpu` extra: CUDA torch, kernels; "
-            "several GB to download)",
+            "several GB to download; and sglang-router)",
             "cpu-engine": ".venvs/cpu-engine: the CPU build of vLLM (about 6 GB, a few minutes)",
         }
         out.append(".venv        the helpers package, JupyterLab, papermill, test tools")

@@ -333,6 +333,40 @@ class LambdaRecipe(_Strict):
     _lines = field_validator("docker_run")(_check_shell_lines)
 
 
+class MultiNode(_Strict):
+    tp: int = Field(ge=2)
+    flags: list[str] = Field(min_length=1)
+
+    _flags = field_validator("flags")(_check_flag_lines)
+
+
+class ScaleOut(_Strict):
+    one_command: str
+    dp_flag: str
+    router_command: str
+    first_worker_port: int = Field(ge=1, le=65535)
+    policies: list[str] = Field(min_length=1)
+    policy: str
+    multi_node: MultiNode
+    service_discovery_flags: list[str]
+    router_open_paths: list[Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*$")]]
+    router_model_name: str
+    startup_timeout_s: float = Field(gt=0)
+    replicas: int = Field(ge=2)
+    health_check_interval_secs: int = Field(ge=1)
+    shared_gpu_mem_fraction: float = Field(gt=0, lt=0.5)
+    request_counters: dict[str, str]
+    sglang_worker_flags: list[str]
+
+    _flags = field_validator("service_discovery_flags", "sglang_worker_flags")(_check_flag_lines)
+
+    @model_validator(mode="after")
+    def _known_policy(self) -> ScaleOut:
+        if self.policy not in self.policies:
+            raise ValueError(f"scale_out.policy {self.policy!r}; valid: {', '.join(self.policies)}")
+        return self
+
+
 class GpuEngine(_Strict):
     startup_timeout_s: float = Field(gt=0)
     env: dict[str, str] = Field(default_factory=dict)
@@ -385,6 +419,7 @@ class Recipes(_Strict):
     install: Install
     playground: Playground
     lambda_8b_a1b: LambdaRecipe
+    scale_out: ScaleOut
     engines: Engines
     fixtures: dict[str, str]
 

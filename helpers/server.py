@@ -150,12 +150,14 @@ def plan_launch(
     startup_timeout_s: float | None = None,
     extra_args: tuple[str, ...] = (),
     tp: int | None = None,
+    env: dict[str, str] | None = None,
     recipes: Recipes | None = None,
 ) -> LaunchPlan:
     """Decide the command line for a variant on an engine (nothing is started).
 
     `tp` is the Playground's TP override: it rewrites the SGLang cell's --tp exactly as the
-    Playground shows it; the vllm and cpu engines keep their own single-device launch."""
+    Playground shows it; the vllm and cpu engines keep their own single-device launch. `env` is
+    added to the engine's environment and shown with the command (e.g. CUDA_VISIBLE_DEVICES)."""
     recipes = recipes or load_recipes()
     detection = gpu.detect(recipes) if engine in ("auto", "sglang") else None
     engine = resolve_engine(engine, detection)
@@ -197,7 +199,7 @@ def plan_launch(
             "cpu",
             variant,
             tuple(argv),
-            {**cpu.env, **guard_env},
+            {**cpu.env, **guard_env, **(env or {})},
             "VLLM_API_KEY",
             None,
             name,
@@ -227,7 +229,7 @@ def plan_launch(
             "vllm",
             variant,
             tuple(argv),
-            {**engine_data.env, **guard_env},
+            {**engine_data.env, **guard_env, **(env or {})},
             "VLLM_API_KEY",
             None,
             hf_id,
@@ -250,9 +252,9 @@ def plan_launch(
     if tp is not None:
         spec = commands.with_tp(spec, tp, recipes)
     values = commands.Placeholders.resolve({"HOST_IP": host, "PORT": port}, recipes=recipes)
-    env, argv = commands.server_argv(spec, values, recipes)
+    cell_env, argv = commands.server_argv(spec, values, recipes)
     # nvidia-smi's numbering, so that CUDA_VISIBLE_DEVICES means the GPU detection chose.
-    env = {**recipes.engines.sglang.env, **env}
+    env = {**recipes.engines.sglang.env, **cell_env, **(env or {})}
     program = machine.sglang_program()
     argv = [str(program) if program else argv[0], *argv[1:]]
     if model:
@@ -433,6 +435,74 @@ def check_gpu_is_free(detection: gpu.Detection | None = None) -> None:
     )
 
 
+@dataclass
+class OwnedProcess:
+    """A process this Python started and owns: in its own session (so that everything it starts
+    can be found and stopped), killed by the kernel if the starting thread dies (PDEATHSIG), and
+    watched by helpers.watchdog, which ends it if its owner is killed, even by SIGKILL."""
+
+    proc: subprocess.Popen
+    create_time: float
+    watchdog: subprocess.Popen
+
+    @classmethod
+    def spawn(cls, argv: list[str], env: dict[str, str], log_file) -> OwnedProcess:
+        main_thread = threading.current_thread() is threading.main_thread()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            # PDEATHSIG fires when the creating *thread* exits, so only from the main thread.
+            preexec_fn=_die_with_parent if main_thread else None,
+        )
+        owner = psutil.Process()
+        try:
+            create_time = psutil.Process(proc.pid).create_time()
+        except psutil.Error:  # already gone: nothing of it can outlive us
+            create_time = 0.0
+        watchdog = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "helpers.watchdog",
+                str(owner.pid),
+                repr(owner.create_time()),
+                str(proc.pid),
+                repr(create_time),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            cwd=str(REPO_ROOT),
+        )
+        return cls(proc, create_time, watchdog)
+
+    def end(self, grace_s: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM to the process group, SIGKILL after grace_s, then whatever else its session
+        still holds; the watchdog goes too. Returns the exit code."""
+        proc = self.proc
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)  # the whole group, gracefully
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(grace_s)
+        # Whatever it started and left behind (it may have died first).
+        kill_session(proc.pid, self.create_time, grace_s=grace_s)
+        self.watchdog.kill()
+        self.watchdog.wait()
+        return proc.returncode
+
+
 # Strong references: a started server nobody holds any more must still be stopped at exit.
 _LIVE: set[Server] = set()
 
@@ -465,8 +535,15 @@ class Server:
         tp: int | None = None,
         progress: bool = True,
         secret_env: dict[str, str] | None = None,
+        api_key: str | None = None,
+        env: dict[str, str] | None = None,
+        check_gpu_free: bool = True,
     ):
         self.variant, self.engine_requested = variant, engine
+        # False for the 2nd+ replica of a set sharing one GPU: the memory in use is the 1st one's.
+        self._check_gpu_free = check_gpu_free
+        # A key shared by several servers (replicas behind one router); else one per launch.
+        self._given_key = api_key
         # Added to the engine's environment only: never in the command, the plan, logs or errors.
         self._secret_env = dict(secret_env or {})
         if not isinstance(host, str) or not is_host(host):
@@ -484,6 +561,7 @@ class Server:
             startup_timeout_s=startup_timeout_s,
             extra_args=tuple(extra_args),
             tp=tp,
+            env=dict(env or {}),
         )
         load_recipes().model(variant)  # fail now on an unknown variant
         self.log_dir = Path(log_dir) if log_dir else None
@@ -493,15 +571,14 @@ class Server:
         self.port: int | None = None
         self.log_path: Path | None = None
         self.owned = True
+        self._owned: OwnedProcess | None = None
         self._proc: subprocess.Popen | None = None
-        self._watchdog: subprocess.Popen | None = None
         self._log_file = None
         self._key_file: str | None = None
         self._user_key_dir: str | None = None
         self.returncode: int | None = None
         self.startup_s: float | None = None  # launch to ready, for servers started here
         self._pid: int | None = None
-        self._engine_create_time = 0.0
         self._base_url: str | None = None
         self._model: str | None = None
         self._client = None
@@ -653,7 +730,7 @@ class Server:
             raise ServerStartError(
                 f"{machine.no_sglang_error(gpu.detect())} (no engine was started)"
             )
-        if self.plan.engine == "sglang":
+        if self.plan.engine == "sglang" and self._check_gpu_free:
             check_gpu_is_free()
         if self.plan.engine == "cpu" and not cpu_engine_python().exists():
             raise ServerStartError(
@@ -680,7 +757,7 @@ class Server:
                 f"{what} not found: {path} has no config.json (no engine was started)"
             )
         log_dir = log_directory(self.log_dir)
-        self.api_key = secrets.token_urlsafe(24)
+        self.api_key = self._given_key or secrets.token_urlsafe(24)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = log_dir / f"{self.plan.engine}-{self.variant}-{port}-{stamp}.log"
         self._log_file = _open_private(self.log_path)
@@ -692,46 +769,14 @@ class Server:
             env[self.plan.api_key_env] = self.api_key  # in the environment, not the command line
         else:
             argv += self._sglang_key_config()
-        main_thread = threading.current_thread() is threading.main_thread()
         try:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-                # PDEATHSIG fires when the creating *thread* exits, so only from the main thread.
-                preexec_fn=_die_with_parent if main_thread else None,
-            )
+            self._owned = OwnedProcess.spawn(argv, env, self._log_file)
         except OSError as exc:  # e.g. COOKBOOK_CPU_ENGINE_PYTHON naming a directory
             raise ServerStartError(
                 f"cannot run {argv[0]}: {exc.strerror or exc} (no engine was started)"
             ) from None
+        self._proc = self._owned.proc
         self._pid = self._proc.pid
-        owner = psutil.Process()
-        try:
-            self._engine_create_time = psutil.Process(self._proc.pid).create_time()
-        except psutil.Error:  # already gone: nothing of it can outlive us
-            self._engine_create_time = 0.0
-        self._watchdog = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "helpers.watchdog",
-                str(owner.pid),
-                repr(owner.create_time()),
-                str(self._proc.pid),
-                repr(self._engine_create_time),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-            cwd=str(REPO_ROOT),
-        )
         self._base_url = f"http://{_url_host(self.host)}:{port}"
         self._model = self.plan.model
         self._client = None
@@ -840,24 +885,9 @@ class Server:
             self._cleanup(grace_s)
 
     def _cleanup(self, grace_s: float = STOP_GRACE_S) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)  # the engine's whole group, gracefully
-                try:
-                    proc.wait(grace_s)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(grace_s)
-            self.returncode = proc.returncode
-            # Whatever the engine started and left behind (it may have died first).
-            kill_session(proc.pid, self._engine_create_time, grace_s=grace_s)
-        if self._watchdog is not None:
-            self._watchdog.kill()
-            self._watchdog.wait()
-            self._watchdog = None
+        owned, self._owned, self._proc = self._owned, None, None
+        if owned is not None:
+            self.returncode = owned.end(grace_s)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

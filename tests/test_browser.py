@@ -1,7 +1,7 @@
 """The Deploy panel in a real browser: JupyterLab (headless, 127.0.0.1, a token) driven by
 Chromium through Selenium.
 
-It opens a copy of notebooks/08_deploy_panel.ipynb, runs the cells up to the panel, changes the
+It opens a copy of notebooks/09_deploy_panel.ipynb, runs the cells up to the panel, changes the
 rendered hardware, variant, TP and Docker controls, and reads the command and the badge off the
 page; then types a token into the masked field, launches the server from the page, checks that the
 token reached the engine's environment and nothing on the page, and stops it. Screenshots go to
@@ -33,7 +33,7 @@ from helpers.server import free_port
 from tests.browser_support import CHROMEDRIVER, CHROMIUM, WAIT_S, chromium, stop_tree
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOK = REPO / "notebooks" / "08_deploy_panel.ipynb"
+NOTEBOOK = REPO / "notebooks" / "09_deploy_panel.ipynb"
 SHOTS = REPO / "artifacts" / "browser"
 CANARY = "hf_CANARY_browser_5e0a44"
 

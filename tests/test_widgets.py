@@ -397,7 +397,7 @@ def test_launch_gives_the_token_to_the_engine_only_then_stop(fake_engine, tmp_pa
         assert report["hf_token"] == CANARY  # in the engine's environment ...
         assert CANARY not in " ".join(report["argv"])  # ... not on its command line
         assert os.environ.get("HF_TOKEN") is None  # nor left in ours
-        watchdog = psutil.Process(server._watchdog.pid)
+        watchdog = psutil.Process(server._owned.watchdog.pid)
         assert "HF_TOKEN" not in watchdog.environ()
         assert "Ready: fixture/lfm2-tiny-thinking" in panel.status.value
         assert panel.stop_button.disabled is False and panel.launch_button.disabled is True
