@@ -797,6 +797,8 @@ async def _run_async(config, prompts, records, state, progress) -> None:
         if warm and len(state["warmup_errors"]) == len(warm):
             raise BenchError(f"every warmup request failed: {state['warmup_errors'][0]}")
 
+        if state.get("on_measure_start"):
+            state["on_measure_start"]()
         semaphore = asyncio.Semaphore(config.max_concurrency or len(records))
         rng = random.Random(config.seed + 1)
         tasks = []
@@ -869,9 +871,12 @@ def run_benchmark(
     prompts: list[Prompt] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    on_measure_start: Callable[[], None] | None = None,
 ) -> BenchRun:
     """Run one benchmark and return its records and metrics. Ctrl-C or a run timeout ends it
-    early; the requests finished so far are kept and the run says why it ended."""
+    early; the requests finished so far are kept and the run says why it ended.
+    `on_measure_start` is called once the warm-up requests are done, before the run's clock
+    starts (benchmarks/fidelity.py scrapes the server's /metrics there)."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     if prompts is None:
         check_lengths(config, check_server(config))
@@ -895,7 +900,9 @@ def run_benchmark(
         f"max concurrency {config.max_concurrency or 'none'}, request rate {config.request_rate}"
     )
     records = [RequestRecord(i, p.input_len, p.output_len) for i, p in enumerate(measured)]
-    state: dict[str, Any] = {"warmup_errors": [], "interrupted": None}
+    state: dict[str, Any] = {
+        "warmup_errors": [], "interrupted": None, "on_measure_start": on_measure_start,
+    }  # fmt: skip
     bar = _Progress(config.num_prompts, progress)
     try:
         _run_coroutine(lambda: _run_async(config, prompts, records, state, bar))
@@ -994,12 +1001,23 @@ def summary_table(rows: dict[str, dict[str, Any]], fields: Sequence[str] | None 
 VLLM_BENCH_SHIM = Path(__file__).resolve().parent.parent / "ci" / "bench" / "vllm_bench_serve.py"
 
 
-def write_prompts_jsonl(prompts: Sequence[Prompt], path: str | Path) -> Path:
-    """The prompts as vLLM's `custom` dataset reads them (one {"prompt": ...} per line)."""
+SGLANG_BENCH_SHIM = VLLM_BENCH_SHIM.parent / "sglang_bench_serving.py"
+
+
+def write_prompts_jsonl(
+    prompts: Sequence[Prompt], path: str | Path, style: Literal["vllm", "sglang"] = "vllm"
+) -> Path:
+    """The prompts as a `custom` dataset reads them, one per line: vLLM's {"prompt": ...}, or
+    SGLang's {"conversations": [user, assistant]} (the user turn is the prompt, sent as is; the
+    assistant turn is a placeholder, since --sharegpt-output-len sets the output length)."""
     path = Path(path)
     with path.open("w") as f:
         for p in prompts:
-            f.write(json.dumps({"prompt": p.text, "output_tokens": p.output_len}) + "\n")
+            if style == "vllm":
+                row: dict[str, Any] = {"prompt": p.text, "output_tokens": p.output_len}
+            else:
+                row = {"conversations": [{"content": p.text}, {"content": "placeholder"}]}
+            f.write(json.dumps(row) + "\n")
     return path
 
 
@@ -1059,21 +1077,43 @@ def vllm_bench_argv(
 
 
 def sglang_bench_argv(
-    config: BenchConfig, python: str | Path, tokenizer: str, result_file: str | Path
+    config: BenchConfig,
+    python: str | Path,
+    tokenizer: str,
+    result_file: str | Path,
+    prompts_file: str | Path | None = None,
+    server: Literal["sglang", "vllm"] = "sglang",
+    shim: bool = False,
 ) -> list[str]:
     """`python -m sglang.bench_serving` on the same workload. SGLang's range ratio runs the other
-    way (U[L*r, L]): fixed lengths are r = 1, so the ratio is translated, not copied."""
+    way (U[L*r, L]): fixed lengths are r = 1, so the ratio is translated, not copied. With
+    `prompts_file` (write_prompts_jsonl(..., style="sglang")), exactly our prompts through its
+    `custom` dataset (which shuffles them with --seed: the same prompts, in another order).
+    `server` picks SGLang's OpenAI backends for that server (same request functions; the name
+    only decides which cache-flush endpoint SGLang would call). `shim` runs the module through
+    ci/bench/sglang_bench_serving.py (an environment without all of SGLang's dependencies)."""
     low, high = length_bounds(config.input_len, config.range_ratio, config.range_convention)
     if (low, high) != (config.input_len, config.input_len):
         raise BenchError("the SGLang reference run is set up for fixed lengths only")
     chat = config.endpoint == "chat"
+    backend = {"sglang": "sglang-oai", "vllm": "vllm"}[server] + ("-chat" if chat else "")
+    if prompts_file is None:
+        dataset = [
+            "--dataset-name", "random", "--random-range-ratio", "1",
+            "--random-input-len", str(config.input_len),
+            "--random-output-len", str(config.output_len),
+        ]  # fmt: skip
+    else:
+        dataset = [
+            "--dataset-name", "custom", "--dataset-path", str(prompts_file),
+            "--sharegpt-output-len", str(config.output_len),
+        ]  # fmt: skip
+    program = [str(SGLANG_BENCH_SHIM)] if shim else ["-m", "sglang.bench_serving"]
     argv = [
-        str(python), "-m", "sglang.bench_serving",
-        "--backend", "sglang-oai-chat" if chat else "sglang-oai",
+        str(python), *program,
+        "--backend", backend,
         "--base-url", config.server_root, "--model", config.model, "--tokenizer", tokenizer,
-        "--dataset-name", "random", "--random-range-ratio", "1",
-        "--random-input-len", str(config.input_len),
-        "--random-output-len", str(config.output_len),
+        *dataset,
         "--num-prompts", str(config.num_prompts),
         "--warmup-requests", str(config.warmup),
         "--seed", str(config.seed), "--output-file", str(result_file),
@@ -1082,6 +1122,10 @@ def sglang_bench_argv(
         argv += ["--max-concurrency", str(config.max_concurrency)]
     if not math.isinf(config.request_rate):
         argv += ["--request-rate", str(config.request_rate)]
+    if shim:
+        argv.append("--disable-tqdm")
+    if not config.ignore_eos:
+        argv.append("--disable-ignore-eos")
     return argv
 
 

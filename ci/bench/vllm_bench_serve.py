@@ -5,12 +5,17 @@ package named `vllm`, so `python -m vllm.entrypoints.cli.main bench serve` fails
 the same benchmark module with the same arguments:
 
     .venvs/cpu-engine/bin/python ci/bench/vllm_bench_serve.py --base-url ... --model ... [...]
+
+With COOKBOOK_METRICS_URL and COOKBOOK_METRICS_SNAPSHOT set, the server's /metrics is saved
+once the warm-up is over (metrics_snapshot.py); the benchmark itself is unchanged.
 """
 
-from vllm.benchmarks.serve import add_cli_args, main
+import vllm.benchmarks.serve as serve
+from metrics_snapshot import install
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 if __name__ == "__main__":
+    install(serve, "Starting main benchmark run")
     parser = FlexibleArgumentParser(description=__doc__.splitlines()[0])
-    add_cli_args(parser)
-    main(parser.parse_args())
+    serve.add_cli_args(parser)
+    serve.main(parser.parse_args())
