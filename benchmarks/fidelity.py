@@ -228,14 +228,18 @@ def _mean(rows: list[dict], key: str) -> float:
 
 
 def summarize(runs: dict[str, list[dict]], probes: dict[str, list[dict]]) -> dict:
-    """Round means per tool (client and server side), the transport cost and the goals."""
+    """Round means per tool (client and server side), the transport cost (median) and the goals."""
     means = {t: {k: _mean(rows, k) for k in COMPARED} for t, rows in runs.items()}
     server = {
         t: {k: statistics.fmean(r["server"][k] for r in rows) for k in SERVER_KEYS}
         for t, rows in runs.items()
     }
+    # The median over rounds: one round on a loaded machine can cost ten times the others.
     transport = {
-        name: {k: _mean(rows, k) for k in ("ttft_transport_ms", "e2el_transport_ms")}
+        name: {
+            k: statistics.median(r[k] for r in rows)
+            for k in ("ttft_transport_ms", "e2el_transport_ms")
+        }
         for name, rows in probes.items()
     }
     cost = transport["workload_c1"]["ttft_transport_ms"]
