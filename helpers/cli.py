@@ -229,7 +229,8 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         runs = runner.run(notebooks, Path(args.out), engine=args.engine, variant=args.variant,
-                          cell_timeout_s=args.cell_timeout)  # fmt: skip
+                          cell_timeout_s=args.cell_timeout,
+                          fresh_servers=args.fresh_servers)  # fmt: skip
     except runner.RunnerError as exc:
         raise UsageError(f"cookbook run: error: {exc}") from None
     print(f"\n{'NOTEBOOK':<24} {'STATUS':<7} {'SECONDS':>7} {'START-UP':>8}  ENGINE  MODEL")
@@ -393,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", help="override each notebook's default variant")
     p.add_argument("--out", default="runs/latest", help="folder for executed notebooks")
     p.add_argument("--cell-timeout", type=_positive_seconds, default=900, help="seconds per cell")
+    p.add_argument(
+        "--fresh-servers",
+        action="store_true",
+        help="every notebook launches its own server (default on the CPU engine: notebooks "
+        "asking for the same model share one that cookbook run starts)",
+    )
     p.set_defaults(func=_run)
 
     p = sub.add_parser("serve", help="run one server in the foreground until Ctrl-C")

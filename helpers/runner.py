@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,6 +125,89 @@ def run_one(
     )
 
 
+def launches_its_server(notebook: Path) -> bool:
+    """Whether the notebook starts its server with helpers.server.launch (and so can be handed
+    one): 08 runs its own replicas, 09 launches from its panel."""
+    return "from helpers.server import launch" in notebook.read_text()
+
+
+def default_parameters(notebook: Path) -> dict[str, Any]:
+    """The notebook's parameters cell, as values (papermill reads the cell; literals only)."""
+    import ast
+
+    import papermill
+
+    found = papermill.inspect_notebook(str(notebook))
+    return {name: ast.literal_eval(p["default"]) for name, p in found.items()}
+
+
+class SharedServers:
+    """The servers `cookbook run` starts for its notebooks and hands to them (helpers.server
+    SHARED_ENV): one per (variant, engine) a notebook asks for, up for the whole run.
+
+    The CPU engine only: its fixtures are small enough to keep several up. On a GPU a kept server
+    would hold the memory a notebook's own second launch needs (04 starts a grounding model), and
+    no two consecutive notebooks ask for the same model there, so nothing would be saved."""
+
+    def __init__(self, engine: str, echo=print):
+        from helpers.server import SHARED_ENV
+
+        self.engine, self.echo = engine, echo
+        self.folder = Path(tempfile.mkdtemp(prefix="lfm25-shared-"))  # 0700
+        self.registry = self.folder / "servers.json"
+        self.servers: dict[tuple, Any] = {}
+        self._previous_env = os.environ.get(SHARED_ENV)
+        os.environ[SHARED_ENV] = str(self.registry)  # the notebooks' kernels inherit it
+        self._write()
+
+    def _write(self) -> None:
+        fd = os.open(self.registry, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump([s.share_entry() for s in self.servers.values() if s.alive], fh)
+
+    def prepare(self, notebook: Path, parameters: dict[str, Any]) -> float | None:
+        """Start the server the notebook will ask for, unless it runs already; returns the
+        start-up seconds spent for this notebook (None: nothing was started)."""
+        from helpers.server import Server, ServerStartError
+
+        if not launches_its_server(notebook):
+            return None
+        wanted = {**default_parameters(notebook), **parameters}
+        if wanted.get("MODEL") is not None or wanted.get("HW") is not None:
+            return None  # the notebook launches its own: shared servers serve the defaults
+        key = (wanted["VARIANT"], self.engine)
+        running = self.servers.get(key)
+        if running is not None and running.alive:
+            return None
+        server = Server(wanted["VARIANT"], self.engine, progress=False,
+                        startup_timeout_s=wanted.get("STARTUP_TIMEOUT_S"))  # fmt: skip
+        try:
+            server.start()
+        except ServerStartError as exc:  # the notebook will launch its own and show why
+            self.echo(f"[run] could not start a shared {key[0]} server: {str(exc).splitlines()[0]}")
+            return None
+        self.servers[key] = server
+        self._write()
+        self.echo(f"[run] shared {server!r} started in {server.startup_s} s", flush=True)
+        return server.startup_s
+
+    def stop_all(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
+        self._write()
+
+    def close(self) -> None:
+        from helpers.server import SHARED_ENV
+
+        self.stop_all()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self._previous_env is None:
+            os.environ.pop(SHARED_ENV, None)
+        else:
+            os.environ[SHARED_ENV] = self._previous_env
+
+
 def run(
     notebooks: list[Path],
     out_dir: Path = DEFAULT_OUT,
@@ -130,7 +215,11 @@ def run(
     variant: str | None = None,
     cell_timeout_s: float = CELL_TIMEOUT_S,
     echo=print,
+    fresh_servers: bool = False,
 ) -> list[NotebookRun]:
+    """Execute the notebooks in order. On the CPU engine, unless `fresh_servers`, a notebook that
+    launches the same (variant, engine) as an earlier one gets the server that one used
+    (SharedServers)."""
     # Absolute: the notebooks run with notebooks/ as their working directory, and write their
     # results to RESULTS_PATH there.
     out_dir = Path(out_dir).resolve()
@@ -159,27 +248,36 @@ def run(
         parameters["VARIANT"] = variant
     runs: list[NotebookRun] = []
     total = time.monotonic()
-    for notebook in notebooks:
-        echo(f"[run] {notebook.stem} ...", flush=True)
-        started = time.monotonic()
-        try:
-            result = run_one(notebook, out_dir, parameters, cell_timeout_s)
-        except KeyboardInterrupt:
-            # Keep what ran so far, this notebook recorded as interrupted, then stop.
-            runs.append(
-                NotebookRun(
-                    notebook.stem, "failed", round(time.monotonic() - started, 1),
-                    error="KeyboardInterrupt: the run was interrupted (Ctrl-C) in this notebook",
-                )
-            )  # fmt: skip
+    shared = SharedServers(engine, echo) if engine == "cpu" and not fresh_servers else None
+    try:
+        for notebook in notebooks:
+            echo(f"[run] {notebook.stem} ...", flush=True)
+            started = time.monotonic()
+            try:
+                startup_s = shared.prepare(notebook, parameters) if shared else None
+                result = run_one(notebook, out_dir, parameters, cell_timeout_s)
+            except KeyboardInterrupt:
+                # Keep what ran so far, this notebook recorded as interrupted, then stop.
+                why = "KeyboardInterrupt: the run was interrupted (Ctrl-C) in this notebook"
+                runs.append(
+                    NotebookRun(notebook.stem, "failed", round(time.monotonic() - started, 1),
+                                error=why)
+                )  # fmt: skip
+                write_summary(out_dir, runs, time.monotonic() - total, context)
+                raise
+            if startup_s is not None:  # the shared server was started for this notebook
+                result.startup_s = startup_s
+                result.seconds = round(time.monotonic() - started, 1)
+            runs.append(result)
+            failure = f" -- {result.error.splitlines()[0]}" if result.error else ""
+            echo(
+                f"[run] {notebook.stem}: {result.status} in {result.seconds:.0f} s{failure}",
+                flush=True,
+            )
             write_summary(out_dir, runs, time.monotonic() - total, context)
-            raise
-        runs.append(result)
-        failure = f" -- {result.error.splitlines()[0]}" if result.error else ""
-        echo(
-            f"[run] {notebook.stem}: {result.status} in {result.seconds:.0f} s{failure}", flush=True
-        )
-        write_summary(out_dir, runs, time.monotonic() - total, context)
+    finally:
+        if shared is not None:
+            shared.close()
     return runs
 
 

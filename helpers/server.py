@@ -20,8 +20,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import importlib.util
+import json
 import os
 import secrets
 import shlex
@@ -576,6 +578,7 @@ class Server:
         self._log_file = None
         self._key_file: str | None = None
         self._user_key_dir: str | None = None
+        self._shared_key_file: Path | None = None  # a shared server's key, kept by its owner
         self.returncode: int | None = None
         self.startup_s: float | None = None  # launch to ready, for servers started here
         self._pid: int | None = None
@@ -614,6 +617,32 @@ class Server:
             raise ServerError(f"{server._base_url} serves {ids}, not {model!r}")
         server._model = model or ids[0]
         return server
+
+    @classmethod
+    def adopt(cls, entry: dict) -> Server:
+        """A server `cookbook run` started and shares between notebooks (see SHARED_ENV): used
+        like one this kernel launched (its plan, log and key file), but stop() leaves it to the
+        runner, which stops it when no later notebook needs it."""
+        server = cls.__new__(cls)
+        server.__init__(entry["variant"], entry["engine"], progress=False)
+        server.owned = False
+        server.plan = LaunchPlan(**{**entry["plan"], "argv": tuple(entry["plan"]["argv"]),
+                                    "notes": tuple(entry["plan"]["notes"])})  # fmt: skip
+        server._base_url, server._model = entry["base_url"], entry["plan"]["model"]
+        server._shared_key_file = Path(entry["key_file"])
+        server.api_key = server._shared_key_file.read_text()
+        server.log_path = Path(entry["log_path"])
+        server.port = entry["port"]
+        return server
+
+    def share_entry(self) -> dict:
+        """What `adopt` needs, for the runner's registry (the key stays in its 0600 file)."""
+        return {
+            "variant": self.variant, "engine": self.engine_requested,
+            "model": self._plan_args["model"], "hw": self._plan_args["hw"],
+            "base_url": self.base_url, "port": self.port, "log_path": str(self.log_path),
+            "key_file": str(self.key_file()), "plan": dataclasses.asdict(self.plan),
+        }  # fmt: skip
 
     # ----- properties -----------------------------------------------------------------------
     @property
@@ -663,6 +692,8 @@ class Server:
         Removed when the server stops."""
         if self.api_key is None:
             raise ServerError("the server is not started")
+        if self._shared_key_file is not None:
+            return self._shared_key_file
         if self._user_key_dir is None:
             self._user_key_dir = tempfile.mkdtemp(prefix="lfm25-key-")  # 0700
             path = Path(self._user_key_dir) / "api-key"
@@ -918,6 +949,27 @@ class Server:
         self.stop()
 
 
+# `cookbook run` starts one server per launch its notebooks ask for and lists them in a private
+# JSON file named by this variable; `launch` in a notebook's kernel uses a listed one instead of
+# starting its own. Run alone, a notebook finds no such file and launches as always.
+SHARED_ENV = "COOKBOOK_SHARED_SERVERS"
+
+
+def shared_server(
+    variant: str, engine: str, model: str | None = None, hw: str | None = None
+) -> Server | None:
+    path = os.environ.get(SHARED_ENV)
+    if not path or not Path(path).is_file():
+        return None
+    for entry in json.loads(Path(path).read_text()):
+        wanted = (entry["variant"], entry["engine"], entry["model"], entry["hw"])
+        if wanted == (variant, engine, model, hw):
+            server = Server.adopt(entry)
+            if server.alive:
+                return server
+    return None
+
+
 def live_servers() -> list[Server]:
     """The servers this process started that are still running."""
     return [s for s in list(_LIVE) if s.owned and s.alive]
@@ -957,6 +1009,10 @@ def launch(
     fit beside the first one's memory pool)."""
     if base_url:
         return Server.connect(base_url, api_key=api_key, model=model)
+    shared = shared_server(variant, engine, model, hw)
+    if shared is not None:
+        echo(f"using {shared!r}: `cookbook run` started it and shares it between notebooks")
+        return shared
     wanted = {"model": model, "hw": hw}
     for running in live_servers():
         same = (

@@ -167,7 +167,7 @@ def test_a_relative_out_dir_reaches_the_notebooks_as_an_absolute_path(tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runner, "run_one", fake_run_one)
-    runner.run(NOTEBOOKS[:1], Path("runs/here"), echo=lambda *a, **k: None)
+    runner.run(NOTEBOOKS[:1], Path("runs/here"), echo=lambda *a, **k: None, fresh_servers=True)
     assert seen["out_dir"] == tmp_path / "runs" / "here"
     assert (tmp_path / "runs" / "here" / "summary.json").exists()
 
@@ -183,7 +183,7 @@ def test_ctrl_c_keeps_the_summary_and_stops_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "run_one", fake_run_one)
     with pytest.raises(KeyboardInterrupt):
-        runner.run(NOTEBOOKS[:3], tmp_path, echo=lambda *a, **k: None)
+        runner.run(NOTEBOOKS[:3], tmp_path, echo=lambda *a, **k: None, fresh_servers=True)
     assert calls == [nb.stem for nb in NOTEBOOKS[:2]]  # the third never started
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [n["status"] for n in summary["notebooks"]] == ["passed", "failed"]
@@ -229,3 +229,99 @@ def test_the_raw_sdk_call_comes_before_any_helper(stem: str):
         assert (
             '{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}}' in joined
         )
+
+
+# ----- shared servers (cookbook run on the CPU engine) ---------------------------------------
+
+
+def test_which_notebooks_can_be_handed_a_server():
+    handed = {nb.stem for nb in NOTEBOOKS if runner.launches_its_server(nb)}
+    assert {"01_chat", "03_tool_calling", "06_throughput_benchmark"} <= handed
+    # 08 kills one of its own replicas; 09 launches from its panel, on the panel's port.
+    assert not handed & {"08_data_parallel_router", "09_deploy_panel"}
+
+
+def test_default_parameters_are_the_parameters_cell():
+    chat = runner.default_parameters(runner.NOTEBOOKS_DIR / "01_chat.ipynb")
+    assert chat["VARIANT"] == "instruct" and chat["MODEL"] is None and chat["BASE_URL"] is None
+
+
+class _StubServer:
+    started: list = []
+
+    def __init__(self, variant, engine, progress=True, startup_timeout_s=None):
+        self.variant, self.engine, self.alive, self.startup_s = variant, engine, False, None
+
+    def start(self):
+        _StubServer.started.append(self.variant)
+        self.alive, self.startup_s = True, 1.5
+        return self
+
+    def stop(self):
+        self.alive = False
+
+    def share_entry(self):
+        return {"variant": self.variant, "engine": self.engine}
+
+
+def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
+    import os
+
+    from helpers import server as server_module
+
+    monkeypatch.setattr(server_module, "Server", _StubServer)
+    _StubServer.started = []
+    monkeypatch.delenv(server_module.SHARED_ENV, raising=False)
+    shared = runner.SharedServers("cpu", echo=lambda *a, **k: None)
+    registry = Path(os.environ[server_module.SHARED_ENV])
+    order = [
+        "01_chat",
+        "02_reasoning",
+        "03_tool_calling",
+        "08_data_parallel_router",
+        "06_throughput_benchmark",
+    ]
+    spent = [
+        shared.prepare(runner.NOTEBOOKS_DIR / f"{stem}.ipynb", {"ENGINE": "cpu"}) for stem in order
+    ]
+    assert _StubServer.started == ["instruct", "thinking"]
+    assert spent == [1.5, 1.5, None, None, None]  # 03 and 06 reuse 01's; 08 gets none
+    assert json.loads(registry.read_text()) == [
+        {"variant": "instruct", "engine": "cpu"},
+        {"variant": "thinking", "engine": "cpu"},
+    ]
+    assert registry.stat().st_mode & 0o077 == 0  # private: it names the key files
+    # A --variant override is one launch for every notebook.
+    assert (
+        shared.prepare(runner.NOTEBOOKS_DIR / "02_reasoning.ipynb", {"VARIANT": "instruct"}) is None
+    )
+    stubs = list(shared.servers.values())
+    shared.close()
+    assert not any(s.alive for s in stubs) and not registry.parent.exists()
+    assert server_module.SHARED_ENV not in os.environ
+
+
+def test_a_notebook_kernel_adopts_the_shared_server(monkeypatch, tmp_path):
+    from helpers import server as server_module
+    from tests.fake_openai import FakeServer
+
+    with FakeServer() as fake:
+        key_file = tmp_path / "api-key"
+        key_file.write_text("shared-key")
+        plan = server_module.plan_launch("instruct", "cpu", port=fake.port)
+        entry = {"variant": "instruct", "engine": "cpu", "model": None, "hw": None,
+                 "base_url": f"http://127.0.0.1:{fake.port}", "port": fake.port,
+                 "log_path": str(tmp_path / "engine.log"), "key_file": str(key_file),
+                 "plan": __import__("dataclasses").asdict(plan)}  # fmt: skip
+        registry = tmp_path / "servers.json"
+        registry.write_text(json.dumps([entry]))
+        monkeypatch.setenv(server_module.SHARED_ENV, str(registry))
+        said = []
+        server = server_module.launch("instruct", "cpu", echo=said.append)
+        assert "`cookbook run` started it" in said[0]
+        assert not server.owned and server.engine == "cpu" and server.plan.is_fixture
+        assert server.api_key == "shared-key" and server.key_file() == key_file
+        server.stop()  # the runner's to stop, not the notebook's
+        assert server.alive
+        # Another launch (the thinking model) is not the shared one: it would start its own.
+        assert server_module.shared_server("thinking", "cpu") is None
