@@ -271,3 +271,33 @@ def test_a_router_that_cannot_reach_its_workers_fails_with_its_log():
     with pytest.raises(router.RouterError, match="did not list its workers healthy within 3 s"):
         gateway.start()
     assert not gateway.alive
+
+
+# ----- where SGLang replicas go on a GPU box (a recorded nvidia-smi) ------------------------------
+
+
+def test_sglang_replicas_get_a_gpu_each_when_there_are_enough(tmp_path, monkeypatch):
+    from tests.conftest import fake_nvidia_smi_env
+
+    monkeypatch.setenv("PATH", fake_nvidia_smi_env(tmp_path, "b200")["PATH"])  # four B200s
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the first GPU the server may use
+    layout, notes = router._worker_layout("sglang", 3, load_recipes())
+    assert [p["env"]["CUDA_VISIBLE_DEVICES"] for p in layout] == ["1", "2", "3"]
+    assert all(p["extra_args"] == ("--enable-metrics",) for p in layout)  # for request_counts
+    assert notes == ["3 replicas on GPUs 1, 2, 3"]
+
+
+def test_sglang_replicas_share_one_gpu_with_a_smaller_memory_share(tmp_path, monkeypatch):
+    from tests.conftest import fake_nvidia_smi_env
+
+    monkeypatch.setenv("PATH", fake_nvidia_smi_env(tmp_path, "h200")["PATH"])  # one H200
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    layout, [note] = router._worker_layout("sglang", 2, load_recipes())
+    share = str(load_recipes().scale_out.shared_gpu_mem_fraction)
+    assert [p["env"]["CUDA_VISIBLE_DEVICES"] for p in layout] == ["0", "0"]
+    assert all(p["extra_args"][-2:] == ("--mem-fraction-static", share) for p in layout)
+    assert "share GPU 0" in note and "not the scaling" in note
+
+
+def test_cpu_replicas_need_no_placement():
+    assert router._worker_layout("cpu", 2, load_recipes()) == ([{}, {}], [])
