@@ -2,9 +2,9 @@
 notebook 07's environment block sets it up: no network beyond loopback.
 
 Claude Code's system prompt is longer than the fixture's 4096 positions (vLLM's engine dies
-with "index out of range" past them), so the test serves a copy of the thinking fixture whose
-config allows 65,536 positions: the weights are the same, and what is tested is the serving path
-(an answer comes back), not the answer.
+with "index out of range" past them), so the test serves a copy of the 8b-a1b fixture (the tiny
+MoE, lfm2-moe-tiny) whose config allows 65,536 positions: the weights are the same, and what is
+tested is the serving path (an answer comes back), not the answer.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ pytestmark = [
 
 
 def long_context_fixture(tmp_path: Path) -> Path:
-    copy = tmp_path / "lfm2-tiny-thinking-long"
-    shutil.copytree(fixture_path("8b-a1b"), copy)
+    source = fixture_path("8b-a1b")
+    copy = tmp_path / f"{source.name}-long"
+    shutil.copytree(source, copy)
     config = json.loads((copy / "config.json").read_text())
     config["max_position_embeddings"] = LONG_CONTEXT
     (copy / "config.json").write_text(json.dumps(config, indent=1))
