@@ -129,6 +129,35 @@ def test_reasoning_is_split():
     assert_all_gone(pid, port)
 
 
+def test_8b_a1b_is_served_as_a_moe_by_the_cpu_engine():
+    """The flagship's stand-in is a real Lfm2MoeForCausalLM in vLLM: the engine resolves that
+    architecture, and its routed experts answer: the reasoning split, a parsed tool call, a raw
+    continuation (base-8b-a1b is the same fixture)."""
+    with Server("8b-a1b", engine="cpu", progress=False) as server:
+        pid, port = server.pid, server.port
+        assert server.model == "fixture/lfm2-moe-tiny"
+        assert "Resolved architecture: Lfm2MoeForCausalLM" in server.log_path.read_text()
+        reply = server.client.chat.completions.create(
+            model=server.model, temperature=0, max_tokens=200,
+            messages=[{"role": "user", "content": "What is 3 + 4?"}],
+        ).choices[0].message  # fmt: skip
+        reasoning = getattr(reply, "reasoning_content", None) or getattr(reply, "reasoning", None)
+        assert reasoning and reasoning.strip()
+        assert reply.content and "<think>" not in reply.content and "</think>" not in reply.content
+        call = server.client.chat.completions.create(
+            model=server.model, tools=[WEATHER_TOOL], temperature=0, max_tokens=200,
+            messages=[{"role": "user", "content": "What is the weather like in Tokyo right now?"}],
+        )  # fmt: skip
+        tool_calls = call.choices[0].message.tool_calls
+        assert tool_calls and tool_calls[0].function.name == "get_weather"
+        assert json.loads(tool_calls[0].function.arguments) == {"location": "Tokyo"}
+        text = server.client.completions.create(
+            model=server.model, prompt="The weather in Paris", max_tokens=16, temperature=0
+        )
+        assert text.choices[0].text.strip()
+    assert_all_gone(pid, port)
+
+
 def test_server_killed_mid_request_is_reported_with_the_log_tail():
     with Server("instruct", engine="cpu", progress=False) as server:
         pid, port = server.pid, server.port
