@@ -266,7 +266,7 @@ def run(
                 write_summary(out_dir, runs, time.monotonic() - total, context)
                 raise
             if startup_s is not None:  # the shared server was started for this notebook
-                result.startup_s = startup_s
+                result.startup_s = round((result.startup_s or 0) + startup_s, 1)
                 result.seconds = round(time.monotonic() - started, 1)
             runs.append(result)
             failure = f" -- {result.error.splitlines()[0]}" if result.error else ""
