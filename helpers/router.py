@@ -13,7 +13,6 @@ Two halves, like the rest of the cookbook:
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from helpers import commands, gpu
+from helpers import commands, gpu, server_metrics
 from helpers.engine_side.cookbook_router import KEY_ENV as ROUTER_KEY_ENV
 from helpers.recipes import Recipes, load_recipes
 from helpers.server import (
@@ -86,14 +85,6 @@ def _check_replicas(replicas: object) -> int:
     return replicas
 
 
-def _cell_lines(spec: commands.LaunchSpec, values: commands.Placeholders, recipes: Recipes):
-    """(env lines, flag lines) of the cell, placeholders resolved."""
-    return (
-        [commands.substitute(e, spec, values) for e in spec.env],
-        [commands.substitute(f, spec, values) for f in spec.flags],
-    )
-
-
 def scale_out_commands(
     hw: str,
     variant: str,
@@ -110,19 +101,19 @@ def scale_out_commands(
     policy = _check_policy(policy or scale.policy, recipes)
     spec = commands.launch_spec(hw, variant, recipes=recipes)
     public = commands.Placeholders.resolve({"HOST_IP": host, "PORT": port}, recipes=recipes)
-    env, flags = _cell_lines(spec, public, recipes)
-    one = [*env, scale.one_command, *(f"  {f}" for f in flags)]
+    one = commands.bare_lines(spec, public, recipes)
+    one[len(spec.env)] = scale.one_command  # in place of `sglang serve`, the cell's flags kept
     one += [f"  {scale.dp_flag} {replicas}", f"  --router-policy {policy}"]
+    tp = int(commands._flag_value(list(spec.flags), "--tp") or 1)
     workers, urls = [], []
     for i in range(replicas):
         worker_port = scale.first_worker_port + i
         local = commands.Placeholders.resolve(
             {"HOST_IP": "127.0.0.1", "PORT": worker_port}, recipes=recipes
         )
-        w_env, w_flags = _cell_lines(spec, local, recipes)
-        gpus = ",".join(str(i * _tp(flags) + k) for k in range(_tp(flags)))
-        lines = [f"CUDA_VISIBLE_DEVICES={gpus}", *w_env, recipes.deploy.program]
-        workers.append(_CONTINUATION.join([*lines[:-1], lines[-1], *(f"  {f}" for f in w_flags)]))
+        gpus = ",".join(str(i * tp + k) for k in range(tp))
+        lines = [f"CUDA_VISIBLE_DEVICES={gpus}", *commands.bare_lines(spec, local, recipes)]
+        workers.append(_CONTINUATION.join(lines))
         urls.append(f"http://127.0.0.1:{worker_port}")
     router = [
         scale.router_command,
@@ -140,14 +131,6 @@ def scale_out_commands(
     )
 
 
-def _tp(flags: list[str]) -> int:
-    for flag in flags:
-        name, _, value = flag.partition(" ")
-        if name in ("--tp", "--tp-size", "--tensor-parallel-size"):
-            return int(value)
-    return 1
-
-
 def multi_node_command(
     hw: str,
     variant: str,
@@ -161,11 +144,10 @@ def multi_node_command(
     if node_rank not in range(2):
         raise RouterError(f"node_rank {node_rank!r}: 0 (the head node) or 1")
     spec = commands.with_tp(commands.launch_spec(hw, variant, recipes=recipes), multi.tp, recipes)
-    values = commands.Placeholders.resolve(recipes=recipes)
-    env, flags = _cell_lines(spec, values, recipes)
+    lines = commands.bare_lines(spec, commands.Placeholders.resolve(recipes=recipes), recipes)
     node = {"NODE_RANK": str(node_rank), "HEAD_IP": head_ip}
-    extra = [re.sub(r"\{\{(\w+)\}\}", lambda m: node[m.group(1)], f) for f in multi.flags]
-    return _CONTINUATION.join([*env, recipes.deploy.program, *(f"  {f}" for f in flags + extra)])
+    extra = [commands._PLACEHOLDER.sub(lambda m: node[m.group(1)], f) for f in multi.flags]
+    return _CONTINUATION.join([*lines, *(f"  {f}" for f in extra)])
 
 
 # ----- replicas and a router, launched here ---------------------------------------------------
@@ -436,15 +418,7 @@ def request_counts(workers: list[Server], timeout_s: float = 10.0) -> list[int]:
         name = counters.get(worker.engine)
         if name is None:
             raise ServerStartError(f"no request counter known for engine {worker.engine!r}")
-        resp = httpx.get(
-            f"{worker.base_url}/metrics",
-            headers={"Authorization": f"Bearer {worker.api_key}"},
-            timeout=timeout_s,
-        )
-        resp.raise_for_status()
-        total = 0.0
-        for line in resp.text.splitlines():
-            if line.startswith(name) and line[len(name)] in "{ ":
-                total += float(line.rsplit(" ", 1)[1])
+        text = server_metrics.scrape(worker.base_url, worker.api_key, timeout_s)
+        total = server_metrics.counter_total(text, name)
         out.append(int(total))
     return out

@@ -50,6 +50,19 @@ def histogram_totals(text: str) -> dict[str, tuple[float, float]]:
     return {name: (s, c) for name, (s, c) in totals.items()}
 
 
+def counter_total(text: str, name: str) -> float:
+    """A counter's value as exposed (e.g. `vllm:request_success_total`), summed over its label
+    sets; 0 when the exposition has none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
 def histogram_means(before: str, after: str) -> dict[str, dict[str, Any]]:
     """Per metric of HISTOGRAMS: the count of observations between the two scrapes and their mean
     in ms (None when nothing was observed). A histogram missing from a scrape is an error: the
