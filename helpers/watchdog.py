@@ -52,7 +52,11 @@ def session_processes(leader_pid: int, leader_create_time: float) -> list[psutil
 
 def kill_session(leader_pid: int, leader_create_time: float, grace_s: float = GRACE_S) -> None:
     """SIGTERM, wait, SIGKILL: the engine and everything it started."""
-    procs = session_processes(leader_pid, leader_create_time)
+    terminate_then_kill(session_processes(leader_pid, leader_create_time), grace_s)
+
+
+def terminate_then_kill(procs: list[psutil.Process], grace_s: float = GRACE_S) -> None:
+    """SIGTERM each, wait up to grace_s, SIGKILL what is left and wait for it."""
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from helpers.watchdog import terminate_then_kill
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 WAIT_S = 60
@@ -22,14 +24,7 @@ def stop_tree(proc: subprocess.Popen, grace_s: float = 10) -> None:
         family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         family = []
-    for p in family:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, alive = psutil.wait_procs(family, timeout=grace_s)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
+    terminate_then_kill(family, grace_s)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(grace_s)
 

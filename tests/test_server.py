@@ -116,16 +116,20 @@ def test_chat_stream_completions_tools_and_an_exception_in_with():
     server.stop()  # idempotent
 
 
+def assert_reasoning_is_split(server: Server) -> None:
+    reply = server.client.chat.completions.create(
+        model=server.model, temperature=0, max_tokens=200,
+        messages=[{"role": "user", "content": "What is 3 + 4?"}],
+    ).choices[0].message  # fmt: skip
+    reasoning = getattr(reply, "reasoning_content", None) or getattr(reply, "reasoning", None)
+    assert reasoning and reasoning.strip()
+    assert reply.content and "<think>" not in reply.content and "</think>" not in reply.content
+
+
 def test_reasoning_is_split():
     with Server("thinking", engine="cpu", progress=False) as server:
         pid, port = server.pid, server.port
-        reply = server.client.chat.completions.create(
-            model=server.model, temperature=0, max_tokens=200,
-            messages=[{"role": "user", "content": "What is 3 + 4?"}],
-        ).choices[0].message  # fmt: skip
-        reasoning = getattr(reply, "reasoning_content", None) or getattr(reply, "reasoning", None)
-        assert reasoning and reasoning.strip()
-        assert reply.content and "<think>" not in reply.content and "</think>" not in reply.content
+        assert_reasoning_is_split(server)
     assert_all_gone(pid, port)
 
 
@@ -137,13 +141,7 @@ def test_8b_a1b_is_served_as_a_moe_by_the_cpu_engine():
         pid, port = server.pid, server.port
         assert server.model == "fixture/lfm2-moe-tiny"
         assert "Resolved architecture: Lfm2MoeForCausalLM" in server.log_path.read_text()
-        reply = server.client.chat.completions.create(
-            model=server.model, temperature=0, max_tokens=200,
-            messages=[{"role": "user", "content": "What is 3 + 4?"}],
-        ).choices[0].message  # fmt: skip
-        reasoning = getattr(reply, "reasoning_content", None) or getattr(reply, "reasoning", None)
-        assert reasoning and reasoning.strip()
-        assert reply.content and "<think>" not in reply.content and "</think>" not in reply.content
+        assert_reasoning_is_split(server)
         call = server.client.chat.completions.create(
             model=server.model, tools=[WEATHER_TOOL], temperature=0, max_tokens=200,
             messages=[{"role": "user", "content": "What is the weather like in Tokyo right now?"}],
