@@ -191,16 +191,11 @@ class SharedServers:
         self.echo(f"[run] shared {server!r} started in {server.startup_s} s", flush=True)
         return server.startup_s
 
-    def stop_all(self) -> None:
-        for server in self.servers.values():
-            server.stop()
-        self.servers.clear()
-        self._write()
-
     def close(self) -> None:
         from helpers.server import SHARED_ENV
 
-        self.stop_all()
+        for server in self.servers.values():
+            server.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
         if self._previous_env is None:
             os.environ.pop(SHARED_ENV, None)
