@@ -622,9 +622,8 @@ class Server:
     def adopt(cls, entry: dict) -> Server:
         """A server `cookbook run` started and shares between notebooks (see SHARED_ENV): used
         like one this kernel launched (its plan, log and key file), but stop() leaves it to the
-        runner, which stops it when no later notebook needs it."""
-        server = cls.__new__(cls)
-        server.__init__(entry["variant"], entry["engine"], progress=False)
+        runner, which stops it at the end of the run."""
+        server = cls(entry["variant"], entry["engine"], progress=False)
         server.owned = False
         server.plan = LaunchPlan(**{**entry["plan"], "argv": tuple(entry["plan"]["argv"]),
                                     "notes": tuple(entry["plan"]["notes"])})  # fmt: skip
