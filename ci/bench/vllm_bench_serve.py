@@ -11,8 +11,9 @@ once the warm-up is over (metrics_snapshot.py); the benchmark itself is unchange
 """
 
 import vllm.benchmarks.serve as serve
-from metrics_snapshot import install
 from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+from metrics_snapshot import install
 
 if __name__ == "__main__":
     install(serve, "Starting main benchmark run")
