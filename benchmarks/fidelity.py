@@ -343,7 +343,7 @@ def main() -> int:
         # No prefix cache: every tool sends exactly the same prompts in a round and finds the
         # server in the same state (nothing cached by another tool's run).
         Server(
-            args.variant, engine="cpu", progress=False,
+            args.variant, engine="vllm-cpu", progress=False,
             extra_args=("--no-enable-prefix-caching",),
         ) as server,
         tempfile.TemporaryDirectory() as tmp,

@@ -78,7 +78,7 @@ def main() -> int:
     args = ap.parse_args()
     results = {}
     with Server(
-        args.variant, engine="cpu", progress=False, extra_args=("--no-enable-prefix-caching",)
+        args.variant, engine="vllm-cpu", progress=False, extra_args=("--no-enable-prefix-caching",)
     ) as server:
         for endpoint in args.endpoints:
             config = bench.BenchConfig(

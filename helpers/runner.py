@@ -243,7 +243,7 @@ def run(
         parameters["VARIANT"] = variant
     runs: list[NotebookRun] = []
     total = time.monotonic()
-    shared = SharedServers(engine, echo) if engine == "cpu" and not fresh_servers else None
+    shared = SharedServers(engine, echo) if engine.endswith("-cpu") and not fresh_servers else None
     try:
         for notebook in notebooks:
             echo(f"[run] {notebook.stem} ...", flush=True)

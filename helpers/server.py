@@ -79,7 +79,7 @@ def sglang_available() -> bool:
 
 
 def resolve_engine(engine: str, detection: gpu.Detection | None = None) -> str:
-    """`auto` -> sglang with a GPU and SGLang, cpu with no GPU; otherwise
+    """`auto` -> sglang with a GPU, sglang-cpu without one (SGLang installed); otherwise
     machine.EngineUnavailableError naming the fix (never a silent switch to the CPU)."""
     if engine not in ENGINES:
         raise CookbookChoiceError("engine", engine, list(ENGINES))
@@ -115,6 +115,15 @@ class LaunchPlan:
     startup_timeout_s: float
     is_fixture: bool
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def family(self) -> str:
+        """The engine's own code, whatever the device: "sglang" or "vllm"."""
+        return machine.engine_family(self.engine)
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.engine.endswith("-cpu")
 
     @property
     def display(self) -> str:
@@ -170,9 +179,12 @@ def plan_launch(
     )
     hf_id = recipes.model(variant).hf_id
     where = ["--host", host, "--port", str(port)]
-    guard_flags, guard_env = _key_guard(recipes) if engine in ("cpu", "vllm") else ([], {})
-    if engine == "cpu":
-        cpu = recipes.engines.cpu
+    guard_flags, guard_env = _key_guard(recipes) if engine in ("vllm-cpu", "vllm") else ([], {})
+    if engine == "sglang-cpu":
+        return _plan_sglang_cpu(variant, model, host, port, startup_timeout_s, extra_args, env,
+                                tp_note, recipes)  # fmt: skip
+    if engine == "vllm-cpu":
+        cpu = recipes.engines.vllm_cpu
         path = Path(model) if model else fixture_path(variant, recipes)
         name = f"fixture/{path.name}" if model is None else path.name
         argv = [
@@ -198,7 +210,7 @@ def plan_launch(
             else ()
         ) + tp_note
         return LaunchPlan(
-            "cpu",
+            "vllm-cpu",
             variant,
             tuple(argv),
             {**cpu.env, **guard_env, **(env or {})},
@@ -245,7 +257,7 @@ def plan_launch(
     if hw is None:
         raise ServerStartError(
             "engine 'sglang' needs a GPU the recipes know: none was detected; pass hw=... "
-            f"(valid: {', '.join(recipes.hardware)}) or use engine='cpu'"
+            f"(valid: {', '.join(recipes.hardware)}) or use engine='sglang-cpu'"
         )
     try:
         spec = commands.launch_spec(hw, variant, recipes=recipes, memory_gib=detection.memory_gib)
@@ -275,6 +287,49 @@ def plan_launch(
         startup_timeout_s or recipes.engines.sglang.startup_timeout_s,
         False,
         spec.notes,
+    )
+
+
+def _plan_sglang_cpu(
+    variant: str,
+    model: str | None,
+    host: str,
+    port: int,
+    startup_timeout_s: float | None,
+    extra_args: tuple[str, ...],
+    env: dict[str, str] | None,
+    notes: tuple[str, ...],
+    recipes: Recipes,
+) -> LaunchPlan:
+    """SGLang on this CPU: the variant's cell as commands.cpu_launch_spec departs from it, with
+    the stand-ins' folder on the server's PYTHONPATH (every process it spawns inherits it)."""
+    cpu = recipes.engines.sglang_cpu
+    path = Path(model) if model else fixture_path(variant, recipes)
+    name = f"fixture/{path.name}" if model is None else path.name
+    spec = commands.cpu_launch_spec(variant, str(path), name, recipes)
+    values = commands.Placeholders.resolve({"HOST_IP": host, "PORT": port}, recipes=recipes)
+    cell_env, argv = commands.server_argv(spec, values, recipes)
+    standins = str(REPO_ROOT / cpu.standins_dir)
+    cell_env["PYTHONPATH"] = os.pathsep.join(
+        [standins, *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    program = machine.sglang_program()
+    argv = [str(program) if program else argv[0], *argv[1:], *extra_args]
+    fixture_note = (
+        (f"{path.name} stands in for {recipes.model(variant).hf_id}.",) if model is None else ()
+    )
+    return LaunchPlan(
+        "sglang-cpu",
+        variant,
+        tuple(argv),
+        {**cell_env, **(env or {})},
+        None,
+        "--api-key",
+        name,
+        str(path),
+        startup_timeout_s or cpu.startup_timeout_s,
+        model is None,
+        (*spec.notes, *fixture_note, *notes),
     )
 
 
@@ -518,7 +573,7 @@ def _stop_all() -> None:
 class Server:
     """One engine serving one model, as a context manager or with explicit start()/stop().
 
-    >>> with Server("instruct", engine="cpu") as server:
+    >>> with Server("instruct", engine="sglang-cpu") as server:
     ...     server.client.chat.completions.create(model=server.model, messages=[...])
     """
 
@@ -661,6 +716,11 @@ class Server:
         return self.plan.engine if self.plan else self.engine_requested
 
     @property
+    def family(self) -> str | None:
+        """ "sglang" or "vllm" (on a GPU or the CPU alike); None for a server connected to."""
+        return self.plan.family if self.plan else None
+
+    @property
     def pid(self) -> int | None:
         """The engine process launched last (it may have exited since)."""
         return self._pid
@@ -756,21 +816,21 @@ class Server:
     def _launch(self, port: int) -> None:
         self.port = port
         self.plan = plan_launch(self.variant, self.engine_requested, port=port, **self._plan_args)
-        if self.plan.engine == "sglang" and machine.sglang_program() is None:
+        if self.plan.family == "sglang" and machine.sglang_program() is None:
             raise ServerStartError(
                 f"{machine.no_sglang_error(gpu.detect())} (no engine was started)"
             )
         if self.plan.engine == "sglang" and self._check_gpu_free:
             check_gpu_is_free()
-        if self.plan.engine == "cpu" and not cpu_engine_python().exists():
+        if self.plan.engine == "vllm-cpu" and not cpu_engine_python().exists():
             raise ServerStartError(
-                f"the CPU engine is not installed ({cpu_engine_python()} is missing): "
+                f"vLLM's CPU build is not installed ({cpu_engine_python()} is missing): "
                 "run `bash ci/setup.sh cpu-engine`"
             )
         if self.plan.engine == "vllm" and importlib.util.find_spec("vllm") is None:
             raise ServerStartError(
                 f"engine 'vllm' runs vLLM in this Python ({sys.executable}), which has none: "
-                "install vllm here, or use engine='cpu' (no engine was started)"
+                "install vllm here, or use engine='vllm-cpu' (no engine was started)"
             )
         given = self.plan.model_path
         path = Path(given).expanduser()

@@ -545,9 +545,9 @@ class DeployPanel:
             engine = resolve_engine(self.engine)
         except CookbookChoiceError as exc:
             return str(exc)
-        if engine == "cpu":
+        if engine.endswith("-cpu"):
             return (
-                f"Launch starts the CPU engine (engine={self.engine!r} on this machine) on "
+                f"Launch starts {engine} (engine={self.engine!r} on this machine) on "
                 f"{LAUNCH_HOST}:PORT, serving "
                 + ("MODEL" if self.model else "the variant's tiny fixture model, not LFM2.5")
                 + ". The command above is what you would run on the GPU."

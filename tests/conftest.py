@@ -78,7 +78,7 @@ RUN_TIMEOUT = pytest.mark.timeout(3000)
 
 @pytest.fixture(scope="session")
 def executed(tmp_path_factory, cookbook_exe):
-    """Every notebook executed on the CPU engine, as `cookbook run` does it, with HF_TOKEN set
+    """Every notebook executed on SGLang on the CPU, as `cookbook run` does it, with HF_TOKEN set
     to a canary: (run folder, server logs folder, the finished process). Shared by the notebook
     tests and the docs-site test."""
     import subprocess
@@ -90,6 +90,6 @@ def executed(tmp_path_factory, cookbook_exe):
     out = tmp_path_factory.mktemp("run")
     logs = out / "logs"
     env = {**os.environ, "HF_TOKEN": CANARY, "COOKBOOK_LOG_DIR": str(logs)}
-    proc = subprocess.run([cookbook_exe, "run", "--engine", "cpu", "--out", str(out)], env=env,
+    proc = subprocess.run([cookbook_exe, "run", "--engine", "sglang-cpu", "--out", str(out)], env=env,
                           capture_output=True, text=True, timeout=3000)  # fmt: skip
     return out, logs, proc

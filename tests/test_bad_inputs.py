@@ -83,26 +83,26 @@ CLI_CASES = [
           "--host 'bad host' is not a host name or IP address"),
     _case("serve-host-is-a-flag", ["serve", "--host=--enable-metrics"], 2,
           "--host '--enable-metrics' is not a host name"),
-    _case("serve-foreign-address", "serve --engine cpu --host 8.8.8.8", 1,
+    _case("serve-foreign-address", "serve --engine vllm-cpu --host 8.8.8.8", 1,
           "8.8.8.8 is not an address of this machine"),
-    _case("serve-busy-port", "serve --engine cpu --port {busy}", 1, "is already in use"),
-    _case("serve-hw-on-cpu", "serve --engine cpu --hw h100", 2, "the cpu engine does not use it"),
+    _case("serve-busy-port", "serve --engine vllm-cpu --port {busy}", 1, "is already in use"),
+    _case("serve-hw-on-cpu", "serve --engine vllm-cpu --hw h100", 2, "the vllm-cpu engine does not use it"),
     _case("serve-hw-on-vllm", "serve --engine vllm --hw h100", 2, "the vllm engine does not"),
-    _case("serve-unknown-variant", "serve --engine cpu --variant mega", 2,
+    _case("serve-unknown-variant", "serve --engine vllm-cpu --variant mega", 2,
           "unknown variant 'mega'"),
     _case("serve-sglang-not-installed", "serve --engine sglang", 1,
           "but SGLang is not installed", env={"GPU": "h100-sxm"}),
-    _case("serve-log-dir-is-a-file", "serve --engine cpu", 1, "is a file, not a directory",
+    _case("serve-log-dir-is-a-file", "serve --engine vllm-cpu", 1, "is a file, not a directory",
           env={"COOKBOOK_LOG_DIR": "{file}"}),
-    _case("serve-relative-model-dir", "serve --engine cpu --model models/lfm", 1,
+    _case("serve-relative-model-dir", "serve --engine vllm-cpu --model models/lfm", 1,
           "model directory not found: models/lfm has no config.json", cwd="{work}"),
-    _case("serve-engine-python-is-a-dir", "serve --engine cpu", 1, "cannot run {work}",
+    _case("serve-engine-python-is-a-dir", "serve --engine vllm-cpu", 1, "cannot run {work}",
           env={"COOKBOOK_CPU_ENGINE_PYTHON": "{work}"}),
-    _case("serve-engine-not-installed", "serve --engine cpu", 1, "bash ci/setup.sh cpu-engine",
+    _case("serve-engine-not-installed", "serve --engine vllm-cpu", 1, "bash ci/setup.sh cpu-engine",
           env={"COOKBOOK_CPU_ENGINE_PYTHON": "{work}/no-python"}),
     _case("serve-vllm-not-installed", "serve --engine vllm", 1,
           "engine 'vllm' runs vLLM in this Python"),
-    _case("serve-empty-model", ["serve", "--engine", "cpu", "--model", ""], 2, "--model is empty"),
+    _case("serve-empty-model", ["serve", "--engine", "vllm-cpu", "--model", ""], 2, "--model is empty"),
     # run
     _case("run-out-is-a-file", "run 01 --out {file}", 2, "is a file, not a folder"),
     _case("run-out-under-a-file", "run 01 --out {file}/sub", 2, "is a file, not a folder"),
@@ -164,8 +164,8 @@ SCHEMA_CASES = [
     ("cell-shell-semicolon", lambda r: r["deploy"]["cells"]["h100"].update(
         instruct=["--tool-call-parser lfm2; rm -rf ~"]),
      "cells.h100.instruct: '--tool-call-parser lfm2; rm -rf ~': ';' is a shell metacharacter"),
-    ("engine-flag-subshell", lambda r: r["engines"]["cpu"]["flags"].append("--max-num-seqs $(id)"),
-     "engines.cpu.flags: '--max-num-seqs $(id)': '$' is a shell metacharacter"),
+    ("engine-flag-subshell", lambda r: r["engines"]["vllm_cpu"]["flags"].append("--max-num-seqs $(id)"),
+     "engines.vllm_cpu.flags: '--max-num-seqs $(id)': '$' is a shell metacharacter"),
     ("flag-double-quoted-subst", lambda r: r["engines"]["vllm"]["flags"].append('--x "`id`"'),
      "inside double quotes is shell syntax"),
     ("flag-unclosed-quote", lambda r: r["engines"]["vllm"]["flags"].append("--x 'a"),
@@ -242,7 +242,7 @@ def world(tmp_path_factory):
 def engine():
     if not cpu_engine_python().exists():
         pytest.fail(f"no CPU engine at {cpu_engine_python()}: run `bash ci/setup.sh cpu-engine`")
-    with Server("instruct", engine="cpu", progress=False) as server:
+    with Server("instruct", engine="vllm-cpu", progress=False) as server:
         yield server
 
 
@@ -323,7 +323,7 @@ def test_recipes_file(case_id, content, says, cookbook_exe, tmp_path):
 @pytest.mark.timeout(LIMIT_S)
 def test_ctrl_c_during_serve_start_up_is_one_line(cookbook_exe, tmp_path):
     proc = subprocess.Popen(
-        [cookbook_exe, "serve", "--engine", "cpu"], stdout=subprocess.PIPE,
+        [cookbook_exe, "serve", "--engine", "vllm-cpu"], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, env={**os.environ, "COOKBOOK_LOG_DIR": str(tmp_path)},
         # A shell's background job may start us with SIGINT ignored; a user's Ctrl-C is not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -363,16 +363,16 @@ def test_a_cut_off_benchmark_is_a_counted_failure(engine, cookbook_exe, tmp_path
 # ----- the Python API: one-line exceptions ---------------------------------------------------
 
 API_CASES = [
-    ("host-with-space", lambda w: Server("instruct", engine="cpu", host="bad host"),
+    ("host-with-space", lambda w: Server("instruct", engine="vllm-cpu", host="bad host"),
      ServerStartError, "host 'bad host' is not a host name or IP address"),
-    ("port-70000", lambda w: Server("instruct", engine="cpu", port=70000), ServerStartError,
+    ("port-70000", lambda w: Server("instruct", engine="vllm-cpu", port=70000), ServerStartError,
      "port 70000 is not a port number 1-65535"),
-    ("port-0", lambda w: Server("instruct", engine="cpu", port=0), ServerStartError,
+    ("port-0", lambda w: Server("instruct", engine="vllm-cpu", port=0), ServerStartError,
      "port 0 is not a port number"),
-    ("foreign-address", lambda w: Server("instruct", engine="cpu", host="8.8.8.8",
+    ("foreign-address", lambda w: Server("instruct", engine="vllm-cpu", host="8.8.8.8",
                                          progress=False).start(),
      ServerStartError, "8.8.8.8 is not an address of this machine"),
-    ("log-dir-is-a-file", lambda w: Server("instruct", engine="cpu", progress=False,
+    ("log-dir-is-a-file", lambda w: Server("instruct", engine="vllm-cpu", progress=False,
                                            log_dir=w["file"]).start(),
      ServerStartError, "is a file, not a directory"),
     ("connect-without-scheme", lambda w: Server.connect("localhost:8000"), ServerError,

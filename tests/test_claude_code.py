@@ -47,7 +47,7 @@ def long_context_fixture(tmp_path: Path) -> Path:
 
 def test_claude_code_answers_through_the_cpu_engine(tmp_path):
     model = long_context_fixture(tmp_path)
-    server = Server("8b-a1b", "cpu", model=str(model), progress=False,
+    server = Server("8b-a1b", "sglang-cpu", model=str(model), progress=False,
                     extra_args=("--max-model-len", str(LONG_CONTEXT)))  # fmt: skip
     server.start()
     try:

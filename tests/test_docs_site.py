@@ -113,7 +113,7 @@ def test_the_site_in_a_real_browser(site, tmp_path):
             assert broken == [], (name, broken)
             banner = driver.find_element(By.CSS_SELECTOR, "#provenance")
             assert "fixture" in banner.text and "not LFM2.5" in banner.text, name
-            assert "engine cpu" in banner.text and "hardware" in banner.text
+            assert "engine sglang-cpu" in banner.text and "hardware" in banner.text
             # mkdocs-jupyter's copy control, one per code cell
             copies = driver.find_elements(By.CSS_SELECTOR, ".zeroclipboard-container")
             code_cells = sum(

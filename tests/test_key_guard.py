@@ -81,7 +81,7 @@ def test_guard_closes_websockets_and_refuses_to_start_without_a_key(monkeypatch)
 
 def test_both_vllm_engines_load_the_guard():
     guard = load_recipes().engines.key_guard
-    for engine in ("cpu", "vllm"):
+    for engine in ("vllm-cpu", "vllm"):
         plan = plan_launch("instruct", engine, port=31000)
         at = plan.argv.index("--middleware")
         assert plan.argv[at + 1] == "cookbook_key_guard.RequireKey"
@@ -119,7 +119,7 @@ def guarded_server(tmp_path_factory):
     patch.setenv("COOKBOOK_TEST_ROUTES_FILE", str(routes_file))
     server = Server(
         "instruct",
-        engine="cpu",
+        engine="vllm-cpu",
         progress=False,
         log_dir=work / "logs",
         extra_args=("--middleware", "route_dump.DumpRoutes"),

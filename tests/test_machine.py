@@ -25,9 +25,17 @@ NO_GPU = gpu.Detection()
 def test_auto_is_sglang_with_a_gpu_and_sglang_and_cpu_without_a_gpu():
     assert choose_engine("auto", detection("h100-sxm"), sglang_present=True) == "sglang"
     assert choose_engine("auto", detection("l4"), sglang_present=True) == "sglang"
-    assert choose_engine("auto", NO_GPU, sglang_present=False) == "cpu"
+    assert choose_engine("auto", NO_GPU, sglang_present=True) == "sglang-cpu"
     # An explicit engine is taken as asked, GPU or not.
-    assert choose_engine("cpu", detection("h100-sxm"), sglang_present=True) == "cpu"
+    assert choose_engine("vllm-cpu", detection("h100-sxm"), sglang_present=True) == "vllm-cpu"
+
+
+def test_no_gpu_and_no_sglang_is_an_error_naming_the_install():
+    with pytest.raises(EngineUnavailableError) as info:
+        choose_engine("auto", NO_GPU, sglang_present=False)
+    text = str(info.value)
+    assert "SGLang is not installed" in text and "engine sglang-cpu" in text
+    assert "`bash ci/setup.sh sglang`" in text and "ENGINE='vllm-cpu'" in text
 
 
 def test_a_gpu_without_sglang_is_an_error_not_the_cpu_engine():
@@ -36,7 +44,7 @@ def test_a_gpu_without_sglang_is_an_error_not_the_cpu_engine():
     text = str(info.value)
     assert "has a GPU (2x NVIDIA H100 80GB HBM3 -> h100) but SGLang is not installed" in text
     assert "`bash ci/setup.sh sglang`" in text and machine.sglang_pin() in text
-    assert "ENGINE='cpu'" in text
+    assert "ENGINE='sglang-cpu'" in text
 
 
 @pytest.mark.parametrize(
@@ -54,7 +62,7 @@ def test_a_gpu_sglang_cannot_run_is_an_error_with_the_reason(answer, says):
 
 def test_a_failing_nvidia_smi_is_not_taken_for_no_gpu():
     broken = gpu.Detection(error="nvidia-smi failed: couldn't communicate with the NVIDIA driver")
-    with pytest.raises(EngineUnavailableError, match="fix the driver, or set ENGINE='cpu'"):
+    with pytest.raises(EngineUnavailableError, match="fix the driver, or set ENGINE='sglang-cpu'"):
         choose_engine("auto", broken, sglang_present=True)
 
 
@@ -63,11 +71,13 @@ def test_plans_name_what_set_up_installs():
     assert (h100.engine, h100.environments, h100.stop) == ("sglang", ("sglang",), None)
     assert any("the `gpu` extra" in line and "sglang==" in line for line in h100.lines())
     cpu = machine.plan("auto", NO_GPU)
-    assert (cpu.engine, cpu.environments) == ("cpu", ("cpu-engine",))
+    assert (cpu.engine, cpu.environments) == ("sglang-cpu", ("sglang",))
     t4 = machine.plan("auto", detection("t4-colab"))
     assert t4.engine is None and "sm75" in t4.stop and t4.shell() == "ENGINE=\nENVIRONMENTS=\n"
-    forced = machine.plan("cpu", detection("t4-colab"))
-    assert (forced.engine, forced.environments) == ("cpu", ("cpu-engine",))
+    forced = machine.plan("vllm-cpu", detection("t4-colab"))
+    assert (forced.engine, forced.environments) == ("vllm-cpu", ("cpu-engine",))
+    on_cpu = machine.plan("sglang-cpu", detection("t4-colab"))
+    assert (on_cpu.engine, on_cpu.environments) == ("sglang-cpu", ("sglang",))
 
 
 def test_cookbook_run_on_a_gpu_without_sglang_fails_in_seconds(cookbook_exe, tmp_path):
@@ -111,9 +121,9 @@ def setup(*args: str, env: dict, cwd: Path = REPO) -> subprocess.CompletedProces
     [
         ("h100-sxm", "auto", 0, "install      .venvs/sglang: sglang==0.5.23 (the `gpu` extra"),
         ("mixed-a100-h100", "auto", 0, "the server will use GPU 0 (NVIDIA A100-SXM4-80GB"),
-        (None, "auto", 0, "engine       cpu: the CPU engine serving the project's fixtures"),
+        (None, "auto", 0, "engine       sglang-cpu: SGLang on the CPU (the cookbook's torch"),
         ("t4-colab", "auto", 3, "Pick an L4 or A100 runtime"),
-        ("t4-colab", "cpu", 0, "install      .venvs/cpu-engine"),
+        ("t4-colab", "vllm-cpu", 0, "install      .venvs/cpu-engine"),
     ],
 )
 def test_setup_plan(tmp_path, answer, engine, code, says):

@@ -272,7 +272,7 @@ def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
     monkeypatch.setattr(server_module, "Server", _StubServer)
     _StubServer.started = []
     monkeypatch.delenv(server_module.SHARED_ENV, raising=False)
-    shared = runner.SharedServers("cpu", echo=lambda *a, **k: None)
+    shared = runner.SharedServers("sglang-cpu", echo=lambda *a, **k: None)
     registry = Path(os.environ[server_module.SHARED_ENV])
     order = [
         "01_chat",
@@ -282,13 +282,14 @@ def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
         "06_throughput_benchmark",
     ]
     spent = [
-        shared.prepare(runner.NOTEBOOKS_DIR / f"{stem}.ipynb", {"ENGINE": "cpu"}) for stem in order
+        shared.prepare(runner.NOTEBOOKS_DIR / f"{stem}.ipynb", {"ENGINE": "sglang-cpu"})
+        for stem in order
     ]
     assert _StubServer.started == ["instruct", "thinking"]
     assert spent == [1.5, 1.5, None, None, None]  # 03 and 06 reuse 01's; 08 gets none
     assert json.loads(registry.read_text()) == [
-        {"variant": "instruct", "engine": "cpu"},
-        {"variant": "thinking", "engine": "cpu"},
+        {"variant": "instruct", "engine": "sglang-cpu"},
+        {"variant": "thinking", "engine": "sglang-cpu"},
     ]
     assert registry.stat().st_mode & 0o077 == 0  # private: it names the key files
     # A --variant override is one launch for every notebook.
@@ -308,8 +309,8 @@ def test_a_notebook_kernel_adopts_the_shared_server(monkeypatch, tmp_path):
     with FakeServer() as fake:
         key_file = tmp_path / "api-key"
         key_file.write_text("shared-key")
-        plan = server_module.plan_launch("instruct", "cpu", port=fake.port)
-        entry = {"variant": "instruct", "engine": "cpu", "model": None, "hw": None,
+        plan = server_module.plan_launch("instruct", "sglang-cpu", port=fake.port)
+        entry = {"variant": "instruct", "engine": "sglang-cpu", "model": None, "hw": None,
                  "base_url": f"http://127.0.0.1:{fake.port}", "port": fake.port,
                  "log_path": str(tmp_path / "engine.log"), "key_file": str(key_file),
                  "plan": __import__("dataclasses").asdict(plan)}  # fmt: skip
@@ -317,11 +318,11 @@ def test_a_notebook_kernel_adopts_the_shared_server(monkeypatch, tmp_path):
         registry.write_text(json.dumps([entry]))
         monkeypatch.setenv(server_module.SHARED_ENV, str(registry))
         said = []
-        server = server_module.launch("instruct", "cpu", echo=said.append)
+        server = server_module.launch("instruct", "sglang-cpu", echo=said.append)
         assert "`cookbook run` started it" in said[0]
-        assert not server.owned and server.engine == "cpu" and server.plan.is_fixture
+        assert not server.owned and server.engine == "sglang-cpu" and server.plan.is_fixture
         assert server.api_key == "shared-key" and server.key_file() == key_file
         server.stop()  # the runner's to stop, not the notebook's
         assert server.alive
         # Another launch (the thinking model) is not the shared one: it would start its own.
-        assert server_module.shared_server("thinking", "cpu") is None
+        assert server_module.shared_server("thinking", "sglang-cpu") is None

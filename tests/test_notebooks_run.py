@@ -26,7 +26,7 @@ def test_every_notebook_passes(executed):
     assert [n["notebook"] for n in summary["notebooks"]] == [p.stem for p in runner.available()]
     reused = set()
     for entry in summary["notebooks"]:
-        assert entry["engine"] == "cpu" and entry["model"].startswith("fixture/"), entry
+        assert entry["engine"] == "sglang-cpu" and entry["model"].startswith("fixture/"), entry
         assert Path(entry["executed"]).exists()
         if entry["startup_s"] is None:  # it was handed the server an earlier notebook used
             reused.add(entry["notebook"])

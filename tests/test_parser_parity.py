@@ -60,7 +60,7 @@ print(json.dumps(out))
 
 
 def serve(variant: str, model=None) -> Server:
-    return Server(variant, "cpu", model=str(model) if model else None, progress=False).start()
+    return Server(variant, "vllm-cpu", model=str(model) if model else None, progress=False).start()
 
 
 def ask(server: Server, prompt: str, **kwargs):

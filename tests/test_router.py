@@ -201,7 +201,7 @@ def stand_in_workers():
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         servers.append(httpd)
     workers = [
-        SimpleNamespace(api_key="the-key-0123456789", model="stand-in", engine="cpu",
+        SimpleNamespace(api_key="the-key-0123456789", model="stand-in", engine="vllm-cpu",
                         base_url=f"http://127.0.0.1:{s.server_address[1]}", httpd=s)
         for s in servers
     ]  # fmt: skip
@@ -300,4 +300,6 @@ def test_sglang_replicas_share_one_gpu_with_a_smaller_memory_share(tmp_path, mon
 
 
 def test_cpu_replicas_need_no_placement():
-    assert router._worker_layout("cpu", 2, load_recipes()) == ([{}, {}], [])
+    assert router._worker_layout("vllm-cpu", 2, load_recipes()) == ([{}, {}], [])
+    metrics = {"extra_args": ("--enable-metrics",)}
+    assert router._worker_layout("sglang-cpu", 2, load_recipes()) == ([metrics, metrics], [])

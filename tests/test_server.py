@@ -70,7 +70,7 @@ WEATHER_TOOL = {
 
 
 def test_chat_stream_completions_tools_and_an_exception_in_with():
-    server = Server("instruct", engine="cpu", progress=False)
+    server = Server("instruct", engine="sglang-cpu", progress=False)
     with pytest.raises(RuntimeError, match="deliberate"), server:
         pid, port = server.pid, server.port
         assert server.base_url == f"http://127.0.0.1:{port}"
@@ -127,7 +127,7 @@ def assert_reasoning_is_split(server: Server) -> None:
 
 
 def test_reasoning_is_split():
-    with Server("thinking", engine="cpu", progress=False) as server:
+    with Server("thinking", engine="sglang-cpu", progress=False) as server:
         pid, port = server.pid, server.port
         assert_reasoning_is_split(server)
     assert_all_gone(pid, port)
@@ -137,7 +137,7 @@ def test_8b_a1b_is_served_as_a_moe_by_the_cpu_engine():
     """The flagship's stand-in is a real Lfm2MoeForCausalLM in vLLM: the engine resolves that
     architecture, and its routed experts answer: the reasoning split, a parsed tool call, a raw
     continuation (base-8b-a1b is the same fixture)."""
-    with Server("8b-a1b", engine="cpu", progress=False) as server:
+    with Server("8b-a1b", engine="sglang-cpu", progress=False) as server:
         pid, port = server.pid, server.port
         assert server.model == "fixture/lfm2-moe-tiny"
         assert "Resolved architecture: Lfm2MoeForCausalLM" in server.log_path.read_text()
@@ -157,7 +157,7 @@ def test_8b_a1b_is_served_as_a_moe_by_the_cpu_engine():
 
 
 def test_server_killed_mid_request_is_reported_with_the_log_tail():
-    with Server("instruct", engine="cpu", progress=False) as server:
+    with Server("instruct", engine="sglang-cpu", progress=False) as server:
         pid, port = server.pid, server.port
         stream = server.client.chat.completions.create(
             model=server.model, messages=[{"role": "user", "content": "Tell me a long story."}],
@@ -203,13 +203,13 @@ def _engine_child(owner: psutil.Process, timeout_s: float = 60) -> psutil.Proces
 @pytest.mark.parametrize(
     "started_from",
     [
-        "s = Server('instruct', engine='cpu', progress=False).start()",
+        "s = Server('instruct', engine='sglang-cpu', progress=False).start()",
         # From a worker thread (as the Deploy panel's Launch does): no parent-death signal is
         # possible there (it fires when the creating *thread* ends), so the watchdog alone acts.
         "import threading\n"
         "box = []\n"
         "t = threading.Thread(\n"
-        "    target=lambda: box.append(Server('instruct', engine='cpu', progress=False).start()))\n"
+        "    target=lambda: box.append(Server('instruct', engine='sglang-cpu', progress=False).start()))\n"
         "t.start(); t.join()\n"
         "s = box[0]",
     ],
@@ -241,7 +241,7 @@ def test_sigint_while_starting_stops_everything():
     owner = subprocess.Popen(
         _owner_script(
             """
-            with Server("instruct", engine="cpu", progress=False) as s:
+            with Server("instruct", engine="sglang-cpu", progress=False) as s:
                 time.sleep(600)
             """
         ),
@@ -286,7 +286,7 @@ def _log_tail_of(message: str) -> str:
 
 def test_engine_that_exits_is_reported_with_its_log():
     started = time.monotonic()
-    server = Server("instruct", engine="cpu", progress=False, extra_args=("--no-such-flag",))
+    server = Server("instruct", engine="sglang-cpu", progress=False, extra_args=("--no-such-flag",))
     with pytest.raises(ServerStartError) as info:
         server.start()
     assert time.monotonic() - started < FAILURE_BUDGET_S
@@ -300,7 +300,7 @@ def test_engine_that_exits_is_reported_with_its_log():
 
 def test_nonexistent_hub_model_fails_fast_with_the_engines_reason():
     started = time.monotonic()
-    server = Server("instruct", engine="cpu", model="LiquidAI/No-Such-Model", progress=False)
+    server = Server("instruct", engine="sglang-cpu", model="LiquidAI/No-Such-Model", progress=False)
     with pytest.raises(ServerStartError, match=r"\(No-Such-Model\) exited with code") as info:
         server.start()
     assert time.monotonic() - started < FAILURE_BUDGET_S
@@ -310,7 +310,9 @@ def test_nonexistent_hub_model_fails_fast_with_the_engines_reason():
 
 
 def test_nonexistent_model_directory_is_refused_before_launch():
-    server = Server("instruct", engine="cpu", model="/nonexistent/No-Such-Model", progress=False)
+    server = Server(
+        "instruct", engine="sglang-cpu", model="/nonexistent/No-Such-Model", progress=False
+    )
     with pytest.raises(
         ServerStartError,
         match=r"model directory not found: /nonexistent/No-Such-Model has no config.json "
@@ -321,7 +323,7 @@ def test_nonexistent_model_directory_is_refused_before_launch():
 
 
 def test_readiness_timeout_is_reported_and_cleaned_up():
-    server = Server("instruct", engine="cpu", progress=False, startup_timeout_s=4)
+    server = Server("instruct", engine="sglang-cpu", progress=False, startup_timeout_s=4)
     started = time.monotonic()
     with pytest.raises(ServerStartError, match="was not ready within 4 s") as info:
         server.start()

@@ -16,8 +16,48 @@ def _pairs(argv) -> dict[str, str]:
     return {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
 
 
+def test_sglang_cpu_plan_is_the_h100_cell_moved_to_the_cpu():
+    plan = plan_launch("vl", "sglang-cpu", port=31001)
+    flags = _pairs(plan.argv)
+    assert plan.argv[1] == "serve" and plan.argv[0].endswith("sglang")
+    assert plan.engine == "sglang-cpu" and plan.family == "sglang" and plan.on_cpu
+    assert plan.is_fixture and plan.model == "fixture/lfm2-vl-tiny"
+    assert flags["--model-path"].endswith("data/fixtures/lfm2-vl-tiny")
+    assert flags["--served-model-name"] == "fixture/lfm2-vl-tiny"
+    assert (flags["--host"], flags["--port"]) == ("127.0.0.1", "31001")
+    assert (flags["--device"], flags["--attention-backend"]) == ("cpu", "torch_native")
+    assert flags["--tool-call-parser"] == "lfm2" and "--trust-remote-code" in plan.argv
+    # The stand-ins reach every SGLang process through the environment; CUDA IPC is dropped.
+    assert plan.env["SGLANG_USE_CPU_ENGINE"] == "1"
+    assert plan.env["PYTHONPATH"].split(":")[0].endswith("helpers/engine_side/sglang_cpu")
+    assert "SGLANG_USE_CUDA_IPC_TRANSPORT" not in plan.env
+    assert plan.api_key_flag == "--api-key" and "--api-key" not in plan.argv
+    assert "stand-ins" in plan.notes[0] and "not LFM2.5" in plan.notes[0]
+    thinking = _pairs(plan_launch("thinking", "sglang-cpu", port=31001).argv)
+    assert thinking["--reasoning-parser"] == "qwen3-thinking"  # SGLang's own name, as the cell
+
+
+def test_sglang_cpu_departure_from_the_gpu_command_is_shown_line_by_line():
+    from helpers import commands
+
+    diff = commands.cpu_launch_diff("vl", "data/fixtures/lfm2-vl-tiny", "fixture/lfm2-vl-tiny")
+    removed = [d.text.strip() for d in diff if d.tag == "-"]
+    added = [d.text.strip() for d in diff if d.tag == "+"]
+    assert removed == [
+        "SGLANG_USE_CUDA_IPC_TRANSPORT=1",
+        "SGLANG_USE_IPC_POOL_HANDLE_CACHE=1",
+        "--model-path LiquidAI/LFM2.5-VL-1.6B",
+    ]
+    assert "--device cpu" in added and "--model-path data/fixtures/lfm2-vl-tiny" in added
+    assert "PYTHONPATH=helpers/engine_side/sglang_cpu" in added
+    kept = [d.text.strip() for d in diff if d.tag == " "]
+    assert kept[:3] == ["sglang serve", "--trust-remote-code", "--tp 1"]
+    spec = commands.cpu_launch_spec("vl", "m", "m")
+    assert not spec.verified and spec.derived_from == "h100/vl"
+
+
 def test_cpu_plan_uses_the_fixture_and_the_cells_parsers():
-    plan = plan_launch("thinking", "cpu", port=31001)
+    plan = plan_launch("thinking", "vllm-cpu", port=31001)
     flags = _pairs(plan.argv)
     assert plan.is_fixture and plan.model == "fixture/lfm2-tiny-thinking"
     assert flags["--model"].endswith("data/fixtures/lfm2-tiny-thinking")
@@ -30,11 +70,11 @@ def test_cpu_plan_uses_the_fixture_and_the_cells_parsers():
 
 
 def test_cpu_plan_drops_parsers_a_model_lacks():
-    base = plan_launch("base-1.2b", "cpu", port=31002)
+    base = plan_launch("base-1.2b", "vllm-cpu", port=31002)
     assert "--tool-call-parser" not in base.argv and "--reasoning-parser" not in base.argv
-    jp = plan_launch("jp-original", "cpu", port=31002)
+    jp = plan_launch("jp-original", "vllm-cpu", port=31002)
     assert "--tool-call-parser" not in jp.argv
-    chat = plan_launch("instruct", "cpu", port=31002)
+    chat = plan_launch("instruct", "vllm-cpu", port=31002)
     assert "--reasoning-parser" not in chat.argv and "--tool-call-parser" in chat.argv
 
 
@@ -63,7 +103,7 @@ def test_tp_override_launches_the_playground_command():
     assert plain.argv[:at] == plan.argv[:at] and plain.argv[at + 2 :] == plan.argv[at + 2 :]
     with pytest.raises(CookbookChoiceError, match="valid: 1, 2"):
         plan_launch("8b-a1b", "sglang", hw="h100", port=31005, tp=8)
-    cpu = plan_launch("8b-a1b", "cpu", port=31005, tp=2)
+    cpu = plan_launch("8b-a1b", "vllm-cpu", port=31005, tp=2)
     assert "--tp" not in cpu.argv and "TP override 2 applies to the SGLang command only" in (
         " ".join(cpu.notes)
     )
@@ -78,7 +118,7 @@ def test_sglang_plan_with_a_local_model_keeps_the_served_name():
 
 def test_sglang_without_a_known_gpu_says_what_to_do(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(ServerStartError, match="pass hw=... .*or use engine='cpu'"):
+    with pytest.raises(ServerStartError, match="pass hw=... .*or use engine='sglang-cpu'"):
         plan_launch("instruct", "sglang")
 
 
@@ -90,22 +130,27 @@ def test_vllm_plan_follows_the_lambda_flags():
     assert flags["--reasoning-parser"] == "qwen3"
 
 
-def test_auto_without_gpu_is_cpu(monkeypatch):
+def test_auto_without_gpu_is_sglang_on_the_cpu(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.delenv("COOKBOOK_SGLANG_BIN", raising=False)
-    assert server.resolve_engine("auto") == "cpu"
-    with pytest.raises(CookbookChoiceError, match="valid: auto, sglang, vllm, cpu"):
+    sglang = tmp_path / "sglang"
+    sglang.touch()
+    monkeypatch.setenv("COOKBOOK_SGLANG_BIN", str(sglang))
+    assert server.resolve_engine("auto") == "sglang-cpu"
+    monkeypatch.setenv("COOKBOOK_SGLANG_BIN", str(tmp_path / "none"))
+    with pytest.raises(server.machine.EngineUnavailableError, match="SGLang is not installed"):
+        server.resolve_engine("auto")
+    with pytest.raises(CookbookChoiceError, match="valid: auto, sglang, vllm, sglang-cpu, vllm-cpu"):
         server.resolve_engine("tgi")
 
 
 def test_unknown_variant_fails_before_anything_runs():
     with pytest.raises(CookbookChoiceError, match="unknown variant 'mega'"):
-        Server("mega", engine="cpu")
+        Server("mega", engine="sglang-cpu")
 
 
 def test_missing_model_directory_fails_at_once(tmp_path):
     with pytest.raises(ServerStartError, match="has no config.json"):
-        Server("instruct", engine="cpu", model=str(tmp_path / "nope"), progress=False).start()
+        Server("instruct", "sglang-cpu", model=str(tmp_path / "nope"), progress=False).start()
 
 
 def test_explicit_busy_port_fails_at_once():
@@ -114,13 +159,13 @@ def test_explicit_busy_port_fails_at_once():
         sock.listen()
         port = sock.getsockname()[1]
         with pytest.raises(ServerStartError, match=f"port {port} on 127.0.0.1 is already in use"):
-            Server("instruct", engine="cpu", port=port, progress=False).start()
+            Server("instruct", engine="sglang-cpu", port=port, progress=False).start()
 
 
 def test_missing_cpu_engine_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("COOKBOOK_CPU_ENGINE_PYTHON", str(tmp_path / "python"))
     with pytest.raises(ServerStartError, match="bash ci/setup.sh cpu-engine"):
-        Server("instruct", engine="cpu", progress=False).start()
+        Server("instruct", engine="vllm-cpu", progress=False).start()
 
 
 def test_connect_to_nothing_is_a_clear_error():
