@@ -1,6 +1,6 @@
 """Serving benchmark: token-exact random prompts, an async streaming client, vLLM-style metrics.
 
-Conventions (the same as `vllm bench serve`; where `sglang.bench_serving` differs, it says so):
+Conventions (the same as `vllm bench serve`; where `sglang.benchmark.serving` differs, it says so):
 - a request's clock starts once it holds a concurrency slot, so queueing is not in its TTFT;
 - a *token chunk* is a streamed chunk with a non-empty `choices` list; the usage chunk and
   `[DONE]` are not (SGLang's E2E also runs to `[DONE]`);
@@ -741,13 +741,13 @@ class BenchRun:
 CONVENTIONS = {
     "follows": "vllm bench serve",
     "ttft": "first chunk with choices, from the moment the request holds a concurrency slot",
-    "e2el": "last chunk with choices (sglang.bench_serving: up to [DONE], usage chunk included)",
+    "e2el": "last chunk with choices (sglang.benchmark.serving: up to [DONE], usage chunk included)",
     "itl": "gaps between chunks, pooled over requests",
     "tpot": "(e2el - ttft) / (output_tokens - 1), mean over requests with > 1 token",
     "output_tokens": "usage.completion_tokens from stream_options.include_usage",
     "input_tokens": "usage.prompt_tokens (chat template included); sglang uses dataset lengths",
     "per_user_output_throughput": "1000 / mean_tpot_ms",
-    "concurrency": "sum(e2el) / duration (sglang.bench_serving's definition)",
+    "concurrency": "sum(e2el) / duration (sglang.benchmark.serving's definition)",
     "percentiles": "linear interpolation; std is the population std",
 }
 
@@ -947,7 +947,7 @@ SUMMARY_FIELDS = (
 
 def load_result(path: str | Path) -> dict[str, Any]:
     """Read a result file of this harness, of `vllm bench serve --save-result`, or of
-    `sglang.bench_serving --output-file` (JSONL; the last run), into one set of field names."""
+    `sglang.benchmark.serving --output-file` (JSONL; the last run), into one set of field names."""
     text = Path(path).read_text()
     try:
         data = json.loads(text)
@@ -961,7 +961,7 @@ def load_result(path: str | Path) -> dict[str, Any]:
     if data.get("backend") == "lfm25-cookbook":
         tool = "cookbook"
     elif "mean_e2e_latency_ms" in data or "total_throughput" in data:
-        tool = "sglang.bench_serving"
+        tool = "sglang.benchmark.serving"
     else:
         tool = "vllm bench serve"
     out = {"tool": tool, "source": str(path)}
@@ -1085,7 +1085,8 @@ def sglang_bench_argv(
     server: Literal["sglang", "vllm"] = "sglang",
     shim: bool = False,
 ) -> list[str]:
-    """`python -m sglang.bench_serving` on the same workload. SGLang's range ratio runs the other
+    """`python -m sglang.benchmark.serving` (SGLang's benchmark client; `sglang.bench_serving` is
+    its deprecated alias in 0.5.23) on the same workload. SGLang's range ratio runs the other
     way (U[L*r, L]): fixed lengths are r = 1, so the ratio is translated, not copied. With
     `prompts_file` (write_prompts_jsonl(..., style="sglang")), exactly our prompts through its
     `custom` dataset (which shuffles them with --seed: the same prompts, in another order).
@@ -1108,7 +1109,7 @@ def sglang_bench_argv(
             "--dataset-name", "custom", "--dataset-path", str(prompts_file),
             "--sharegpt-output-len", str(config.output_len),
         ]  # fmt: skip
-    program = [str(SGLANG_BENCH_SHIM)] if shim else ["-m", "sglang.bench_serving"]
+    program = [str(SGLANG_BENCH_SHIM)] if shim else ["-m", "sglang.benchmark.serving"]
     argv = [
         str(python), *program,
         "--backend", backend,

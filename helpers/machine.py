@@ -55,6 +55,13 @@ def sglang_program() -> Path | None:
     return Path(found) if found else None
 
 
+def sglang_python() -> Path | None:
+    """The Python of SGLang's environment (for its benchmark client), beside `sglang`."""
+    program = sglang_program()
+    python = program.parent / "python" if program else None
+    return python if python and python.exists() else None
+
+
 def no_sglang_error(detection: gpu.Detection) -> EngineUnavailableError:
     install = (
         f"Install it with `{SETUP} sglang` in {REPO_ROOT} ({sglang_pin()}, several GB; `make run` "

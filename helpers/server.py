@@ -717,8 +717,13 @@ class Server:
 
     @property
     def family(self) -> str | None:
-        """ "sglang" or "vllm" (on a GPU or the CPU alike); None for a server connected to."""
+        """Whose code serves, on a GPU or the CPU alike: "sglang" or "vllm" (None: connected)."""
         return self.plan.family if self.plan else None
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether this launch runs on the CPU (sglang-cpu, vllm-cpu) and serves a fixture."""
+        return bool(self.plan and self.plan.on_cpu)
 
     @property
     def pid(self) -> int | None:
@@ -780,6 +785,26 @@ class Server:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return tail(self.log_path, lines)
+
+    def describe(self) -> str:
+        """What really runs, for a notebook's launch cell: the command (no key in it), its log,
+        what to know, and on the CPU how the launch departs from the GPU command."""
+        plan = self.plan
+        if plan is None:
+            return f"connected to {self.base_url}, serving {self.model}"
+        lines = [f"command: {plan.display}", f"log:     {self.log_path}"]
+        lines += [f"note:    {note}" for note in plan.notes]
+        if plan.engine == "sglang-cpu":
+            path = Path(plan.model_path)
+            shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+            base = load_recipes().engines.sglang_cpu.base_hw
+            lines.append(
+                f"How this CPU launch departs from the verified {base} command "
+                "(+ added, - removed; Not Verified):"
+            )
+            diff = commands.cpu_launch_diff(self.variant, str(shown), plan.model)
+            lines += [f"  {d.tag} {d.text}" for d in diff]
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         state = "running" if self._base_url and self.alive else "stopped"

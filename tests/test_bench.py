@@ -336,7 +336,7 @@ def test_load_result_reads_the_reference_tools_files(tmp_path):
     path = tmp_path / "sglang.jsonl"
     path.write_text(json.dumps({**sglang, "completed": 1}) + "\n" + json.dumps(sglang) + "\n")
     got = bench.load_result(path)
-    assert got["tool"] == "sglang.bench_serving" and got["completed"] == 10  # the last run
+    assert got["tool"] == "sglang.benchmark.serving" and got["completed"] == 10  # the last run
     assert got["mean_e2el_ms"] == 2100.0 and got["total_token_throughput"] == 1800.0
     assert got["per_user_output_throughput"] == pytest.approx(500.0)
 

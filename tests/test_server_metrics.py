@@ -166,7 +166,7 @@ def test_sglang_argv_for_a_vllm_server_and_our_prompts():
     assert argv[argv.index("--sharegpt-output-len") + 1] == "16"
     assert "--random-range-ratio" not in argv and "--disable-ignore-eos" not in argv
     plain = bench.sglang_bench_argv(config, "py", "/tok", "/o.jsonl")
-    assert plain[1:3] == ["-m", "sglang.bench_serving"]
+    assert plain[1:3] == ["-m", "sglang.benchmark.serving"]
 
 
 SGLANG_CHECK = r"""
