@@ -741,7 +741,7 @@ class BenchRun:
 CONVENTIONS = {
     "follows": "vllm bench serve",
     "ttft": "first chunk with choices, from the moment the request holds a concurrency slot",
-    "e2el": "last chunk with choices (sglang.benchmark.serving: up to [DONE], usage chunk included)",
+    "e2el": "last chunk with choices (SGLang's client: up to [DONE], usage chunk included)",
     "itl": "gaps between chunks, pooled over requests",
     "tpot": "(e2el - ttft) / (output_tokens - 1), mean over requests with > 1 token",
     "output_tokens": "usage.completion_tokens from stream_options.include_usage",

@@ -83,10 +83,11 @@ def provenance_html(entry: dict[str, Any], summary: dict[str, Any]) -> str:
     fixture = is_fixture(entry)
     lines = [f'<div class="provenance{" fixture" if fixture else ""}" id="provenance">']
     if fixture:
+        served_by = summary.get("engine_label") or "a CPU engine serving a fixture"
         lines.append(
-            '<p class="warning">These outputs come from a CPU fixture, not LFM2.5: a tiny model '
-            "this project trains to exercise the serving path. Its answers mean nothing; run the "
-            "notebook on a GPU for LFM2.5's.</p>"
+            f'<p class="warning">These outputs come from {html.escape(served_by)} The fixture is '
+            "a tiny model this project trains to exercise the serving path, not LFM2.5: its "
+            "answers mean nothing; run the notebook on a GPU for LFM2.5's.</p>"
         )
     lines.append(
         "<p>Outputs produced by "
@@ -115,9 +116,10 @@ def index_page(summary: dict[str, Any], pages: list[tuple[str, dict[str, Any]]])
         for stem, entry in pages
     ]
     fixture = any(is_fixture(entry) for _, entry in pages)
+    served_by = summary.get("engine_label") or "a CPU engine serving the project's fixtures."
     note = (
-        '\n!!! warning "CPU fixture run"\n    The outputs on these pages come from the CPU '
-        "engine serving the project's fixture models, which are **not LFM2.5**.\n"
+        f'\n!!! warning "CPU fixture run"\n    The outputs on these pages come from {served_by} '
+        "The fixture models are **not LFM2.5**.\n"
         if fixture
         else ""
     )

@@ -55,6 +55,18 @@ def sglang_program() -> Path | None:
     return Path(found) if found else None
 
 
+def engine_label(engine: str, recipes: Recipes | None = None) -> str:
+    """What serves, in words, for every place a run is described (summary, docs banner)."""
+    recipes = recipes or load_recipes()
+    labels = {
+        "sglang": f"SGLang ({sglang_pin()}) on the GPU, launched from the verified cells",
+        "sglang-cpu": recipes.engines.sglang_cpu.label,
+        "vllm": "vLLM on the GPU, with the Lambda guide's flags adapted per variant",
+        "vllm-cpu": recipes.engines.vllm_cpu.label,
+    }
+    return labels.get(engine, engine)
+
+
 def sglang_python() -> Path | None:
     """The Python of SGLang's environment (for its benchmark client), beside `sglang`."""
     program = sglang_program()

@@ -379,6 +379,7 @@ class GpuEngine(_Strict):
 
 class CpuEngine(GpuEngine):
     module: str
+    label: str
 
 
 class KeyGuard(_Strict):

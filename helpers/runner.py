@@ -282,7 +282,7 @@ def run_context(engine: str) -> dict[str, Any]:
     import platform
     import subprocess
 
-    from helpers import gpu
+    from helpers import gpu, machine
 
     try:
         commit = subprocess.run(
@@ -295,6 +295,7 @@ def run_context(engine: str) -> dict[str, Any]:
     return {
         "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "engine": engine,
+        "engine_label": machine.engine_label(engine),
         "hardware": detection.summary,
         "hw": detection.hw,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",

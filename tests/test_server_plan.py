@@ -139,7 +139,9 @@ def test_auto_without_gpu_is_sglang_on_the_cpu(monkeypatch, tmp_path):
     monkeypatch.setenv("COOKBOOK_SGLANG_BIN", str(tmp_path / "none"))
     with pytest.raises(server.machine.EngineUnavailableError, match="SGLang is not installed"):
         server.resolve_engine("auto")
-    with pytest.raises(CookbookChoiceError, match="valid: auto, sglang, vllm, sglang-cpu, vllm-cpu"):
+    with pytest.raises(
+        CookbookChoiceError, match="valid: auto, sglang, vllm, sglang-cpu, vllm-cpu"
+    ):
         server.resolve_engine("tgi")
 
 
