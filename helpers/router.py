@@ -335,12 +335,10 @@ class Replicas:
 def _worker_layout(engine: str, replicas: int, recipes: Recipes) -> tuple[list[dict], list[str]]:
     """Per replica: extra launch arguments and environment. On a GPU each replica gets its own
     device; with fewer GPUs than replicas they share GPU 0 with a smaller memory share."""
+    if engine != "sglang":  # on the CPU: one machine, no devices to place (and metrics are on)
+        return [{} for _ in range(replicas)], []
     scale = recipes.scale_out
     flags = tuple(t for f in scale.sglang_worker_flags for t in f.split())
-    if engine == "sglang-cpu":  # one machine, no devices to place
-        return [{"extra_args": flags} for _ in range(replicas)], []
-    if engine != "sglang":
-        return [{} for _ in range(replicas)], []
     detection = gpu.detect(recipes)
     count = len(detection.gpus)
     if count >= replicas:

@@ -1,6 +1,8 @@
-"""The server's own clocks: means of vLLM's latency histograms between two /metrics scrapes.
+"""The server's own clocks: means of an engine's latency histograms between two /metrics scrapes.
 
-vLLM (the CPU engine included) exports Prometheus histograms of what it timed itself. A scrape
+vLLM (its CPU build included) exports Prometheus histograms of what it timed itself, and SGLang
+does the same under the same names with its own prefix (`sglang:...`) when launched with
+`--enable-metrics` (its CPU launch here adds it; the verified cells do not). A scrape
 before and one after a benchmark run give, from the deltas of each histogram's `_sum` and
 `_count`, the server-side mean over exactly the requests of that run (summed over label sets:
 engines, model names). What the server's clocks cover (vLLM 0.32, vllm/v1/metrics/stats.py):
@@ -24,13 +26,19 @@ from typing import Any
 
 import httpx
 
-# name in the result (our metric's name) -> vLLM's histogram
-HISTOGRAMS = {
-    "ttft": "vllm:time_to_first_token_seconds",
-    "tpot": "vllm:request_time_per_output_token_seconds",
-    "itl": "vllm:inter_token_latency_seconds",
-    "e2el": "vllm:e2e_request_latency_seconds",
+# name in the result (our metric's name) -> the engine's histogram, without its prefix
+SUFFIXES = {
+    "ttft": "time_to_first_token_seconds",
+    "tpot": "request_time_per_output_token_seconds",
+    "itl": "inter_token_latency_seconds",
+    "e2el": "e2e_request_latency_seconds",
 }
+HISTOGRAMS = {key: f"vllm:{suffix}" for key, suffix in SUFFIXES.items()}  # vLLM's names
+
+
+def histograms(family: str = "vllm") -> dict[str, str]:
+    """Our metric's name -> the histogram of the engine family ("vllm" or "sglang")."""
+    return {key: f"{family}:{suffix}" for key, suffix in SUFFIXES.items()}
 
 
 def histogram_totals(text: str) -> dict[str, tuple[float, float]]:
@@ -63,13 +71,13 @@ def counter_total(text: str, name: str) -> float:
     )
 
 
-def histogram_means(before: str, after: str) -> dict[str, dict[str, Any]]:
-    """Per metric of HISTOGRAMS: the count of observations between the two scrapes and their mean
-    in ms (None when nothing was observed). A histogram missing from a scrape is an error: the
-    figures would silently be zero."""
+def histogram_means(before: str, after: str, family: str = "vllm") -> dict[str, dict[str, Any]]:
+    """Per metric: the count of observations between the two scrapes and their mean in ms (None
+    when nothing was observed), from the `family` engine's histograms. A histogram missing from a
+    scrape is an error: the figures would silently be zero."""
     first, last = histogram_totals(before), histogram_totals(after)
     out = {}
-    for key, name in HISTOGRAMS.items():
+    for key, name in histograms(family).items():
         if name not in last:
             raise ValueError(f"no histogram {name} in the server's /metrics")
         s0, c0 = first.get(name, (0.0, 0.0))
@@ -83,6 +91,16 @@ def histogram_means(before: str, after: str) -> dict[str, dict[str, Any]]:
             "mean_ms": (s1 - s0) / count * 1000 if count else None,
         }
     return out
+
+
+def scrape_if_exported(server_root: str, api_key: str | None) -> str | None:
+    """/metrics, or None where the server exports none (SGLang without --enable-metrics: 404)."""
+    try:
+        return scrape(server_root, api_key)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
 
 
 def scrape(server_root: str, api_key: str | None, timeout_s: float = 30.0) -> str:

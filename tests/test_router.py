@@ -300,6 +300,6 @@ def test_sglang_replicas_share_one_gpu_with_a_smaller_memory_share(tmp_path, mon
 
 
 def test_cpu_replicas_need_no_placement():
-    assert router._worker_layout("vllm-cpu", 2, load_recipes()) == ([{}, {}], [])
-    metrics = {"extra_args": ("--enable-metrics",)}
-    assert router._worker_layout("sglang-cpu", 2, load_recipes()) == ([metrics, metrics], [])
+    for engine in ("vllm-cpu", "sglang-cpu"):  # the CPU launch has --enable-metrics already
+        assert router._worker_layout(engine, 2, load_recipes()) == ([{}, {}], [])
+    assert "--enable-metrics" in load_recipes().engines.sglang_cpu.flags
