@@ -1,9 +1,9 @@
-"""The Claude Code CLI, headless (`claude -p`), against the CPU engine's Messages API, as
+"""The Claude Code CLI, headless (`claude -p`), against SGLang's Messages API on the CPU, as
 notebook 07's environment block sets it up: no network beyond loopback.
 
-Claude Code's system prompt is longer than the fixture's 4096 positions (vLLM's engine dies
-with "index out of range" past them), so the test serves a copy of the thinking fixture whose
-config allows 65,536 positions: the weights are the same, and what is tested is the serving path
+Claude Code's system prompt is longer than the fixture's 4096 positions, so the test serves a
+copy of the thinking fixture whose config allows 65,536 positions, with SGLang's context length
+and token pool raised to match: the weights are the same, and what is tested is the serving path
 (an answer comes back), not the answer. It is served as 8b-a1b (that variant's parsers), but with
 the dense thinking fixture's weights, not 8b-a1b's own fixture (the tiny MoE, lfm2-moe-tiny): on
 Claude Code's prompt, far past anything it was trained on, the MoE fixture's reply had no text
@@ -45,10 +45,10 @@ def long_context_fixture(tmp_path: Path) -> Path:
     return copy
 
 
-def test_claude_code_answers_through_the_cpu_engine(tmp_path):
+def test_claude_code_answers_through_sglang_on_the_cpu(tmp_path):
     model = long_context_fixture(tmp_path)
-    server = Server("8b-a1b", "sglang-cpu", model=str(model), progress=False,
-                    extra_args=("--max-model-len", str(LONG_CONTEXT)))  # fmt: skip
+    long = ("--context-length", str(LONG_CONTEXT), "--max-total-tokens", str(LONG_CONTEXT))
+    server = Server("8b-a1b", "sglang-cpu", model=str(model), progress=False, extra_args=long)
     server.start()
     try:
         home = tmp_path / "home"

@@ -1,4 +1,4 @@
-"""Real servers: the CPU engine on the fixtures, through the openai SDK, and the fault suite.
+"""Real servers: SGLang on the CPU serving the fixtures, through the openai SDK, and the fault suite.
 
 Every test ends by checking that no process the server started is left and its port is free.
 """
@@ -24,11 +24,11 @@ FAILURE_BUDGET_S = 30  # every failure is reported within this
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _needs_cpu_engine():
-    from helpers.server import cpu_engine_python
+def _needs_sglang():
+    from helpers import machine
 
-    if not cpu_engine_python().exists():
-        pytest.fail(f"no CPU engine at {cpu_engine_python()}: run `bash ci/setup.sh cpu-engine`")
+    if machine.sglang_program() is None:
+        pytest.fail("SGLang is not installed: run `bash ci/setup.sh sglang`")
 
 
 def session_members(leader_pid: int) -> list[psutil.Process]:
@@ -133,14 +133,14 @@ def test_reasoning_is_split():
     assert_all_gone(pid, port)
 
 
-def test_8b_a1b_is_served_as_a_moe_by_the_cpu_engine():
-    """The flagship's stand-in is a real Lfm2MoeForCausalLM in vLLM: the engine resolves that
+def test_8b_a1b_is_served_as_a_moe_by_sglang_on_the_cpu():
+    """The flagship's stand-in is a real Lfm2MoeForCausalLM in SGLang: the engine loads that
     architecture, and its routed experts answer: the reasoning split, a parsed tool call, a raw
     continuation (base-8b-a1b is the same fixture)."""
     with Server("8b-a1b", engine="sglang-cpu", progress=False) as server:
         pid, port = server.pid, server.port
         assert server.model == "fixture/lfm2-moe-tiny"
-        assert "Resolved architecture: Lfm2MoeForCausalLM" in server.log_path.read_text()
+        assert "type=Lfm2MoeForCausalLM" in server.log_path.read_text()  # SGLang's load line
         assert_reasoning_is_split(server)
         call = server.client.chat.completions.create(
             model=server.model, tools=[WEATHER_TOOL], temperature=0, max_tokens=200,
@@ -337,18 +337,18 @@ def test_one_server_per_kernel():
     from helpers.server import launch, live_servers
 
     said: list[str] = []
-    first = launch("instruct", "cpu", echo=said.append)
+    first = launch("instruct", "sglang-cpu", echo=said.append)
     try:
-        again = launch("instruct", "cpu", echo=said.append)
+        again = launch("instruct", "sglang-cpu", echo=said.append)
         assert again is first and first.alive and live_servers() == [first]
         assert (
-            said[-1].startswith("reusing <Server cpu instruct")
+            said[-1].startswith("reusing <Server sglang-cpu instruct")
             and "one server per kernel" in said[-1]
         )
         pid, port = first.pid, first.port
-        other = launch("thinking", "cpu", echo=said.append)
+        other = launch("thinking", "sglang-cpu", echo=said.append)
         try:
-            assert said[-1].startswith("stopping <Server cpu instruct")
+            assert said[-1].startswith("stopping <Server sglang-cpu instruct")
             assert not first.alive and live_servers() == [other]
             assert_all_gone(pid, port)
         finally:
@@ -370,7 +370,7 @@ def test_running_notebook_01s_launch_cell_twice_leaves_one_server():
     )
     namespace: dict = {}
     exec(params.source, namespace)  # noqa: S102 - the notebook's own code
-    namespace["ENGINE"] = "cpu"
+    namespace["ENGINE"] = "sglang-cpu"
     try:
         exec(launch_cell.source, namespace)  # noqa: S102
         first = namespace["server"]

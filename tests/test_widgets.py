@@ -250,7 +250,7 @@ def test_the_detected_gpu_is_preselected(given, smi, expected, says):
     detection = gpu.detect_from_text(smi) if smi else NO_GPU
     hw, why = initial_hardware(given, detection)
     assert hw == expected and says in why
-    panel = DeployPanel(given, "instruct", engine="cpu", detection=detection)
+    panel = DeployPanel(given, "instruct", engine="vllm-cpu", detection=detection)
     assert panel.hw.value == expected
     assert panel.state.verified == (expected in ("h100", "h200", "b200"))
 
@@ -270,7 +270,7 @@ def all_widget_state(panel: DeployPanel) -> str:
 
 
 def test_controls_drive_the_command_badge_and_submit_link():
-    panel = DeployPanel("h100", "instruct", engine="cpu", detection=NO_GPU)
+    panel = DeployPanel("h100", "instruct", engine="vllm-cpu", detection=NO_GPU)
     assert "Verified" in panel.badge.value and "cb-verified" in panel.badge.value
     assert panel.submit.value == ""
     panel.tp.value = 2  # as a click on "2" does
@@ -288,7 +288,7 @@ def test_controls_drive_the_command_badge_and_submit_link():
 
 
 def test_a_bad_placeholder_shows_an_error_instead_of_a_command():
-    panel = DeployPanel("h100", "instruct", engine="cpu", detection=NO_GPU)
+    panel = DeployPanel("h100", "instruct", engine="vllm-cpu", detection=NO_GPU)
     panel.port.value = "http"
     assert panel.state is None and "PORT must be a port number 1-65535" in panel.command.value
     assert panel.copy.value == "" and panel.badge.value == ""
@@ -300,10 +300,10 @@ def test_a_bad_placeholder_shows_an_error_instead_of_a_command():
 
 def test_bad_programmatic_choices_raise_clearly():
     with pytest.raises(CookbookChoiceError, match=r"unknown variant 'nope'"):
-        DeployPanel(variant="nope", engine="cpu", detection=NO_GPU)
+        DeployPanel(variant="nope", engine="vllm-cpu", detection=NO_GPU)
     with pytest.raises(CookbookChoiceError, match=r"unknown hardware 'x1'"):
-        DeployPanel("x1", engine="cpu", detection=NO_GPU)
-    panel = DeployPanel(engine="cpu", detection=NO_GPU)
+        DeployPanel("x1", engine="vllm-cpu", detection=NO_GPU)
+    panel = DeployPanel(engine="vllm-cpu", detection=NO_GPU)
     with pytest.raises(CookbookChoiceError, match=r"unknown TP override 3; valid: none, 1, 2"):
         panel.select(tp=3)
     with pytest.raises(CookbookChoiceError, match=r"unknown hardware 'a6000'"):
@@ -311,7 +311,7 @@ def test_bad_programmatic_choices_raise_clearly():
 
 
 def test_the_typed_token_leaves_the_widget_at_once(monkeypatch):
-    panel = DeployPanel("b200", "instruct", engine="cpu", detection=NO_GPU)
+    panel = DeployPanel("b200", "instruct", engine="vllm-cpu", detection=NO_GPU)
     panel.docker.value = True
     panel.hf_token.value = CANARY  # what the front end sends after Enter / leaving the field
     assert panel.hf_token.value == "" and panel.hf_token_set
@@ -386,7 +386,7 @@ def read_report(report: Path) -> dict:
 
 
 def test_launch_gives_the_token_to_the_engine_only_then_stop(fake_engine, tmp_path):
-    panel = DeployPanel("h100", "thinking", engine="cpu", detection=NO_GPU)
+    panel = DeployPanel("h100", "thinking", engine="vllm-cpu", detection=NO_GPU)
     port = free_port()
     panel.select(port=port)
     panel.hf_token.value = CANARY
@@ -419,7 +419,7 @@ def test_launch_gives_the_token_to_the_engine_only_then_stop(fake_engine, tmp_pa
 
 def test_a_failed_launch_shows_the_log_tail_redacted(fake_engine, monkeypatch):
     monkeypatch.setenv("FAKE_ENGINE_FAIL", "1")
-    panel = DeployPanel("h100", "instruct", engine="cpu", detection=NO_GPU)
+    panel = DeployPanel("h100", "instruct", engine="vllm-cpu", detection=NO_GPU)
     panel.select(port=free_port())
     panel.set_hf_token(CANARY)
     with pytest.raises(ServerStartError, match="boom: a deliberate start-up failure"):
@@ -433,7 +433,7 @@ def test_a_failed_launch_shows_the_log_tail_redacted(fake_engine, monkeypatch):
 
 
 def test_the_buttons_launch_in_the_background_and_stop(fake_engine):
-    panel = DeployPanel("h100", "instruct", engine="cpu", detection=NO_GPU)
+    panel = DeployPanel("h100", "instruct", engine="vllm-cpu", detection=NO_GPU)
     panel.select(port=free_port())
     panel.launch_button.click()
     panel.launch_button.click()  # a second click while starting does nothing
@@ -450,11 +450,11 @@ def test_the_buttons_launch_in_the_background_and_stop(fake_engine):
 def test_with_base_url_launch_connects_and_stop_leaves_it_running(fake_engine):
     from helpers.server import Server
 
-    with Server("instruct", engine="cpu", progress=False) as running:
+    with Server("instruct", engine="vllm-cpu", progress=False) as running:
         panel = DeployPanel(
             "h100",
             "instruct",
-            engine="cpu",
+            engine="vllm-cpu",
             base_url=f"{running.base_url}/v1",
             api_key=running.api_key,
             detection=NO_GPU,
@@ -468,7 +468,7 @@ def test_with_base_url_launch_connects_and_stop_leaves_it_running(fake_engine):
 
 
 def test_tp_override_is_disabled_where_the_seed_does_not_offer_it():
-    panel = DeployPanel("h100", "8b-a1b", engine="cpu", detection=NO_GPU)
+    panel = DeployPanel("h100", "8b-a1b", engine="vllm-cpu", detection=NO_GPU)
     panel.select(tp=2)
     assert not panel.tp.disabled and panel.state.selection.tp == 2
     panel.select(variant="350m")  # a small checkpoint: the override goes, the cell is Verified
