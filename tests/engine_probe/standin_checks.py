@@ -23,6 +23,7 @@ import cookbook_causal_conv1d as conv
 import sgl_kernel
 import sgl_kernel.mamba
 
+torch.set_num_threads(1)  # tiny tensors: a second thread only waits
 torch.manual_seed(0)
 DIM, WIDTH, PAD, SLOTS = 24, 3, conv.PAD_SLOT_ID, 8
 
