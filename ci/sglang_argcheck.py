@@ -1,4 +1,4 @@
-"""Parse launch commands with SGLang's own argument parser (run inside .venvs/sglang-check).
+"""Parse launch commands with SGLang's own argument parser (run inside .venvs/sglang).
 
 Reads a JSON list of {"id": ..., "command": "<command text as a user pastes it>"} on stdin and
 writes a JSON list of results on stdout. The command text is taken apart here, independently of

@@ -42,12 +42,13 @@ def cookbook_exe() -> str:
 
 @pytest.fixture(scope="session")
 def sglang_check_python() -> str:
-    """Python of the environment holding SGLang's own parser (made by `ci/setup.sh sglang-check`)."""
+    """Python of SGLang's environment (`ci/setup.sh sglang`): its own argument parser, tool-call
+    and reasoning parsers and benchmark client run there, as installed for users."""
     path = os.environ.get("COOKBOOK_SGLANG_CHECK_PYTHON") or str(
-        REPO / ".venvs" / "sglang-check" / "bin" / "python"
+        REPO / ".venvs" / "sglang" / "bin" / "python"
     )
     if not Path(path).exists():
-        pytest.fail(f"no SGLang check environment at {path}: run `bash ci/setup.sh sglang-check`")
+        pytest.fail(f"no SGLang environment at {path}: run `bash ci/setup.sh sglang`")
     return path
 
 

@@ -2,8 +2,9 @@
 
 The vLLM engines: every route the running CPU engine registers (read from the app itself by a
 test-only middleware, not listed here), every method it takes and OPTIONS, without a key and with
-a wrong one. SGLang (no GPU here): what its own --api-key leaves open, computed from the pinned
-SGLang's route table and auth code, must be what data/recipes.yaml says it is.
+a wrong one. SGLang: what its own --api-key leaves open, computed from the pinned SGLang's route
+table (and the /metrics mount of --enable-metrics) and auth code, must be what data/recipes.yaml
+says it is; tests/test_sglang_key.py measures the same on the running server.
 """
 
 from __future__ import annotations
@@ -231,6 +232,12 @@ for name in ("http_server.py", "v1_loads.py", "elastic_ep.py"):
             else:
                 continue
             routes.append({"path": path, "kind": kind})
+# The mount --enable-metrics adds at start-up (add_prometheus_middleware: Mount("/metrics", ...)).
+common = Path(sglang.__file__).parent / "srt" / "utils" / "common.py"
+for node in ast.walk(ast.parse(common.read_text())):
+    if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Mount"
+            and node.args and isinstance(node.args[0], ast.Constant)):
+        routes.append({"path": node.args[0].value, "kind": "mount"})
 open_without_key = sorted({
     r["path"] for r in routes if r["kind"] != "websocket" and decide_request_auth(
         method="GET", path=r["path"], authorization_header=None, api_key="k",

@@ -3,7 +3,7 @@
 The CPU engine serves each fixture twice: with the cells' parsers (what a notebook sees from
 vLLM), and with none, keeping special tokens (the raw text, and its streamed pieces, that SGLang
 would parse). The raw text then goes through the pinned SGLang's `lfm2` detector and its
-`qwen3-thinking` reasoning parser (pure Python, in .venvs/sglang-check), streaming and not.
+`qwen3-thinking` reasoning parser (pure Python, in .venvs/sglang), streaming and not.
 Where the two engines agree, the test asserts it; where they differ by design, it asserts the
 difference the notebooks describe:
 - SGLang's non-streaming `content` keeps only the text before the call block;

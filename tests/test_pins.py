@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import re
 import tomllib
 from pathlib import Path
@@ -40,34 +41,24 @@ def test_environment_yml_agrees_with_pyproject():
     assert "-e ." in pip_section
 
 
-def test_sglang_check_requirements_are_pinned():
-    lines = (REPO / "ci" / "requirements-sglang-check.txt").read_text().splitlines()
-    pins = _pins([line for line in lines if line and not line.startswith("#")])
-    assert "sglang" not in pins  # installed alone with --no-deps, at the gpu extra's pin
-    assert pins["torch"] == "2.13.0"
-
-
 def test_side_environments_share_the_main_pins():
     # A package pinned both for the kernel and in a side environment has one version.
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     main = _pins(project["dependencies"])
-    for name in ("requirements-sglang-check.txt", "requirements-cpu-engine.txt"):
+    for name in ("requirements-cpu-engine.txt",):
         lines = (REPO / "ci" / name).read_text().splitlines()
         side = _pins([line for line in lines if line and not line.startswith("#")])
         differ = {k: (v, side[k]) for k, v in main.items() if k in side and side[k] != v}
-        if name == "requirements-sglang-check.txt":
-            # SGLang's own pin wins in its environment (the reason it has one of its own).
-            differ = {k: v for k, v in differ.items() if sglang_pins().get(k) != v[1]}
         assert differ == {}, f"ci/{name} disagrees with pyproject.toml: {differ}"
 
 
 def sglang_pins() -> dict[str, str]:
-    """The exact pins of the gpu extra's SGLang, from its metadata in .venvs/sglang-check."""
+    """The exact pins of the gpu extra's SGLang, from its metadata in .venvs/sglang."""
     import glob
 
-    metadata = glob.glob(str(REPO / ".venvs/sglang-check/lib/python*/site-packages/sglang-*"
+    metadata = glob.glob(str(REPO / ".venvs/sglang/lib/python*/site-packages/sglang-*"
                              ".dist-info/METADATA"))  # fmt: skip
-    assert metadata, "no SGLang in .venvs/sglang-check: bash ci/setup.sh sglang-check"
+    assert metadata, "no SGLang in .venvs/sglang: bash ci/setup.sh sglang"
     pins = {}
     for line in Path(metadata[0]).read_text().splitlines():
         match = re.match(r"Requires-Dist: ([A-Za-z0-9_.-]+)==([^;\s]+)$", line)
@@ -76,10 +67,12 @@ def sglang_pins() -> dict[str, str]:
     return pins
 
 
-def test_the_sglang_check_environment_takes_sglangs_own_pins():
+def test_sglang_pins_an_openai_the_kernel_cannot_hold():
     pins = sglang_pins()
-    assert pins["openai"] == "2.8.0"  # why the kernel cannot hold SGLang (README)
-    lines = (REPO / "ci" / "requirements-sglang-check.txt").read_text().splitlines()
-    side = _pins([line for line in lines if line and not line.startswith("#")])
-    for name in ("openai", "xgrammar"):
-        assert side[name] == pins[name], name
+    assert pins["openai"] == "2.8.0"  # why SGLang has an environment of its own (README)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert _pins(project["dependencies"])["openai"] != pins["openai"]
+    installed = glob.glob(
+        str(REPO / ".venvs/sglang/lib/python*/site-packages/openai-2.8.0.dist-info")
+    )
+    assert installed, "SGLang's environment holds SGLang's own openai"

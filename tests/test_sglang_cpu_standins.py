@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from helpers import machine
-from helpers.server import Server, fixture_path
+from helpers.server import Server, fixture_path, plan_launch
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_DIR = REPO / "tests" / "engine_probe"
@@ -333,12 +333,23 @@ def _generate(client: httpx.Client, input_ids: list[int], max_new_tokens: int) -
     return answer.json()
 
 
+def _launch_dtype(plan, model: Path) -> str:
+    """The dtype the launch asks SGLang for: its --dtype, or with none (or auto) the checkpoint's
+    own (config.json), as SGLang's auto takes it. transformers is run in the same."""
+    argv = [t for token in plan.argv for t in token.split("=", 1)]
+    asked = argv[argv.index("--dtype") + 1] if "--dtype" in argv else "auto"
+    if asked != "auto":
+        return asked
+    config = json.loads((model / "config.json").read_text())
+    return config.get("dtype") or config["torch_dtype"]
+
+
 @pytest.fixture(scope="module")
 def served(sglang_python, tmp_path_factory):
     """Both rounds against one server, and transformers' answers to the same token ids (computed
     while the server starts). Each test then checks one side of it."""
     model = fixture_path("thinking")
-    dtype = json.loads((model / "config.json").read_text())["dtype"]
+    dtype = _launch_dtype(plan_launch("thinking", "sglang-cpu"), model)
     prompts = {**SEQUENTIAL, **CONCURRENT}
     work = tmp_path_factory.mktemp("sglang-e2e")
     (work / "request.json").write_text(
@@ -390,7 +401,7 @@ def served(sglang_python, tmp_path_factory):
         print(f"sequential {sequential_s:.1f} s, six in flight {concurrent_s:.1f} s")
         yield {"hf": hf, "want": want, "sequential": sequential, "concurrent": concurrent,
                "log": whole.decode(errors="replace"),
-               "concurrent_log": whole[log_before:].decode(errors="replace"), "config_dtype": dtype,
+               "concurrent_log": whole[log_before:].decode(errors="replace"), "dtype": dtype,
                "seconds": {"sequential": sequential_s, "concurrent": concurrent_s}}  # fmt: skip
     finally:
         server.stop()
@@ -421,10 +432,10 @@ def _differences(answers: dict, want: dict) -> list[str]:
 
 
 def test_sglang_serves_the_fixture_in_the_dtype_transformers_ran_it_in(served):
-    # SGLang's --dtype auto takes config.json's; its KV cache (kv-cache-dtype auto) is allocated
-    # in the model's dtype and the log says which. transformers ran in the same.
+    # SGLang allocates its KV cache (kv-cache-dtype auto) in the model's dtype, and its log says
+    # which: the one the launch asked for, and the one transformers ran in.
     logged = re.findall(r"KV Cache is allocated\. dtype: torch\.(\w+)", served["log"])
-    assert logged == [served["config_dtype"]] == [served["hf"]["dtype"]], logged
+    assert logged == [served["dtype"]] == [served["hf"]["dtype"]], logged
 
 
 def test_greedy_output_equals_transformers_one_request_at_a_time(served):

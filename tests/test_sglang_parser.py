@@ -190,7 +190,8 @@ def test_server_launch_plan_parses_and_key_travels_in_a_config_file(sglang_check
     plan = plan_launch("thinking", "sglang", hw="h100", port=31555)
     key_file = write_sglang_key_config("not-a-real-key")
     try:
-        text = shlex.join([*plan.argv, "--config", key_file])
+        # argv[0] is the installed console script's path where SGLang is installed
+        text = shlex.join(["sglang", *plan.argv[1:], "--config", key_file])
         result = sglang_check(sglang_check_python, [{"id": "plan", "command": text}])["results"][0]
     finally:
         Path(key_file).unlink()
@@ -210,7 +211,7 @@ def test_newer_feature_transport_flag_is_understood(sglang_check_python):
 
 def pinned_sglang_source(python: str, *relative: str) -> dict[str, str]:
     """The text of files of the pinned SGLang package (paths relative to sglang/srt/), read by
-    the sglang-check environment's Python; a glob pattern reads every match."""
+    SGLang's environment's Python; a glob pattern reads every match."""
     script = (
         "import json, pathlib, sys, sglang\n"
         "root = pathlib.Path(sglang.__file__).parent / 'srt'\n"
@@ -248,3 +249,18 @@ def test_notebook_03s_tool_choice_claims_hold_in_the_pinned_sglang(sglang_check_
     assert "tools = [item.model_dump() for item in request.tools]" in block
     assert "if item.function.name == request.tool_choice.function.name" in block  # named: only it
     assert 'request.tool_choice == "required"' in block and "get_json_schema_constraint(" in block
+
+
+def test_the_cpu_launch_parses_with_sglangs_own_parser(sglang_check_python):
+    from helpers.server import plan_launch
+
+    plan = plan_launch("thinking", "sglang-cpu", port=31556)
+    env = " ".join(f"{k}={v}" for k, v in plan.env.items() if k.startswith("SGLANG_"))
+    text = env + " " + shlex.join(["sglang", *plan.argv[1:]])
+    result = sglang_check(sglang_check_python, [{"id": "cpu", "command": text}])["results"][0]
+    assert result["ok"], result["error"]
+    parsed = result["parsed"]
+    assert (parsed["host"], parsed["port"]) == ("127.0.0.1", 31556)
+    assert parsed["attention_backend"] == "torch_native" and parsed["dtype"] == "float32"
+    assert parsed["reasoning_parser"] == "qwen3-thinking" and parsed["tool_call_parser"] == "lfm2"
+    assert parsed["served_model_name"] == "fixture/lfm2-tiny-thinking"

@@ -1,4 +1,4 @@
-"""`python -m sglang.bench_serving` (SGLang's `sglang.benchmark.serving`) in .venvs/sglang-check.
+"""`python -m sglang.benchmark.serving` (SGLang's benchmark client) where SGLang is partly installed.
 
 That environment holds SGLang's pure-Python parts, not its whole dependency tree, and the
 benchmark module imports two things its client never uses on a text workload:
@@ -9,7 +9,7 @@ Where either is missing here, this stands in for it (a `datasets` whose load_dat
 constant, copied from SGLang 0.5.23), then runs SGLang's own CLI with the same arguments. The
 request functions, the datasets used here (random, custom) and the metrics are SGLang's, unchanged.
 
-    .venvs/sglang-check/bin/python ci/bench/sglang_bench_serving.py --backend vllm ... [...]
+    PYTHON ci/bench/sglang_bench_serving.py --backend vllm ... [...]
 
 With COOKBOOK_METRICS_URL and COOKBOOK_METRICS_SNAPSHOT set, the server's /metrics is saved
 once the warm-up is over (metrics_snapshot.py).

@@ -1,10 +1,10 @@
 """Test-only start-up hook for an SGLang server (tests/test_sglang_key.py): this folder goes FIRST
 on the launch's PYTHONPATH, ahead of the cookbook's stand-ins folder, whose own sitecustomize is
 then run from here unchanged. With $COOKBOOK_TEST_ROUTES_FILE set, when SGLang's HTTP server module
-loads, the app gets one more ASGI middleware, sglang_route_dump.DumpRoutes (here), which writes every route the running app registers to that file: the
-import-time routes and those its start-up adds (the /metrics mount of --enable-metrics). SGLang
-adds its own --api-key middleware later, outside this one, so the dump sees only requests the key
-let through and answers nothing itself."""
+loads, its app gets one more ASGI middleware, sglang_route_dump.DumpRoutes (here), which writes
+every route the running app registers to that file: those of the import and those its start-up
+adds (the /metrics mount of --enable-metrics). SGLang adds its own --api-key middleware later,
+outside this one, so the dump sees only requests the key let through, and answers nothing."""
 
 import importlib.abc
 import importlib.machinery
