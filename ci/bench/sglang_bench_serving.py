@@ -1,4 +1,4 @@
-"""`python -m sglang.benchmark.serving` (SGLang's benchmark client) where SGLang is partly installed.
+"""`python -m sglang.benchmark.serving` (SGLang's client) where SGLang is partly installed.
 
 That environment holds SGLang's pure-Python parts, not its whole dependency tree, and the
 benchmark module imports two things its client never uses on a text workload:
