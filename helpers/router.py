@@ -33,6 +33,7 @@ from helpers.server import (
     _open_private,
     free_port,
     log_directory,
+    new_api_key,
     tail,
 )
 
@@ -371,7 +372,6 @@ def launch_replicas(
     """Start `replicas` servers of one variant with one shared key, one after the other (on a
     GPU two SGLang servers must not size their memory pools at the same moment), then the router.
     Anything that fails to start stops what was already running."""
-    import secrets
 
     from helpers.server import live_servers, resolve_engine
 
@@ -381,7 +381,7 @@ def launch_replicas(
     for running in live_servers():
         echo(f"stopping {running!r} first: the replicas need the machine")
         running.stop()
-    key = secrets.token_urlsafe(24)
+    key = new_api_key()
     layout, notes = _worker_layout(engine, replicas, recipes)
     workers: list[Server] = []
     try:

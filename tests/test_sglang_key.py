@@ -30,6 +30,8 @@ from helpers.server import Server, plan_launch
 SITE_DIR = Path(__file__).resolve().parent / "engine_probe" / "sglang_site"
 PROMPT = "Zebra quokka lantern"  # appears in no metric, help text or log line by chance
 REFUSED = (401, 403)
+# One server start for the module: up to its start-up timeout and the warm-up, then the requests.
+pytestmark = pytest.mark.timeout(1500)
 
 
 def _generation_requests(model: str) -> dict[str, dict]:
