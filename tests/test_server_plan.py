@@ -176,3 +176,10 @@ def test_connect_to_nothing_is_a_clear_error():
         server.ServerError, match=f"no OpenAI-compatible server answered at http://127.0.0.1:{port}"
     ):
         Server.connect(f"http://127.0.0.1:{port}/v1", api_key="x", timeout_s=1)
+
+
+def test_api_keys_never_look_like_an_option():
+    # SGLang turns its --config file into arguments: a key "-Xh3..." became an option and the
+    # launch failed with "--api-key: expected one argument" (seen in a notebook run).
+    keys = {server.new_api_key() for _ in range(2000)}
+    assert len(keys) == 2000 and not any(k.startswith("-") for k in keys)
