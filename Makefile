@@ -1,5 +1,5 @@
 # The two commands of the README (each does its own set-up on a fresh machine), and helpers.
-#   make run [ENGINE=auto|sglang|cpu|vllm]   every notebook, executed (SGLang on a GPU, else CPU)
+#   make run [ENGINE=auto|sglang|vllm|sglang-cpu|vllm-cpu]   every notebook, executed (SGLang: GPU or CPU)
 #   make test                                the whole test suite
 #   make lab                                 JupyterLab on 127.0.0.1 with the cookbook's kernel
 #   make docs [RUN=runs/latest]              the docs site in site/, from an executed run

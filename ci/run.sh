@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job: set-up for this machine, what it offers, the verified matrix, then every notebook,
-# executed. With an NVIDIA GPU set-up installs SGLang (.venvs/sglang) and the notebooks launch the
-# verified SGLang cells with the real LFM2.5 weights; without one, the CPU engine serving the
-# project's fixtures. ENGINE=cpu|sglang|vllm overrides the choice. Executed notebooks and
-# summary.json land in runs/latest/.
+# executed. Set-up installs SGLang (.venvs/sglang) on every machine: with an NVIDIA GPU the notebooks
+# launch the verified SGLang cells with the real LFM2.5 weights; without one, SGLang itself on the CPU
+# (the cookbook's torch stand-ins for two CUDA kernels) serving the project's fixtures.
+# ENGINE=sglang|vllm|sglang-cpu|vllm-cpu overrides the choice. Executed notebooks and summary.json
+# land in runs/latest/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ENGINE=${ENGINE:-auto}
