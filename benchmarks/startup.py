@@ -460,14 +460,68 @@ def main() -> int:
         raise SystemExit("arm sglang+ needs --sglang-extra, --sglang-env or --sglang-only-models")
 
     started = time.time()
-    load_before = os.getloadavg()
+    head = {
+        "what": "engine start-up, launch to ready (/v1/models lists the model), SGLang on the "
+        "CPU against vLLM's CPU build, interleaved, with each engine's own phases, its "
+        "processes' CPU seconds at ready, and the first requests after ready",
+        "machine": {
+            "platform": f"{platform.machine()}, {platform.system()} {platform.release()}",
+            "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "loadavg_before": os.getloadavg(),
+            "note": "a shared machine: other work runs at the same time (see each sample's "
+            "loadavg); compare CPU seconds rather than wall time when it is loaded",
+        },
+        "versions": {
+            "python": sys.version.split()[0],
+            **{f"{k}_env": versions(v) for k, v in ENVS.items()},
+        },
+        "environment_size": du(*ENVS.values()),
+        "fixture": {
+            "variant": args.variant,
+            "path": str(fixture_path(args.variant)),
+            "note": "a tiny LFM2-architecture model trained here, not LFM2.5",
+        },
+        "sglang_variant": {"extra_args": list(extra), "env": env} if variant_given else None,
+        "runs": args.runs,
+        "order": arms,
+        "request": {
+            "prompt": PROMPT,
+            "max_tokens": MAX_TOKENS,
+            "stream": True,
+            "ignore_eos": True,
+        },  # fmt: skip
+    }
     samples: list[dict] = []
+
+    def write(complete: bool) -> dict:
+        """The result so far, written out (a run cut short keeps the samples it has)."""
+        result = {
+            **head,
+            "complete": complete,
+            "arms": {
+                arm: next(
+                    (s["command"] for s in samples if s["arm"] == arm and "command" in s), None
+                )
+                for arm in arms
+            },  # fmt: skip
+            "wall_s": round(time.time() - started),
+            "summary": summarize(samples, arms),
+            "samples": samples,
+        }
+        result["machine"]["loadavg_after"] = os.getloadavg()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        return result
+
     for n in range(args.runs):
         for arm in arms:
             arm_extra, arm_env = (extra, env) if arm == "sglang+" else ((), {})
             sample = start_once(arm, args, arm_extra, arm_env)
             sample["round"] = n
             samples.append(sample)
+            write(complete=False)
             if "error" in sample:
                 print(f"round {n + 1} {arm:<8} FAILED: {sample['error'].splitlines()[0]}")
                 continue
@@ -486,54 +540,11 @@ def main() -> int:
                 f"{sample['loadavg_before'][0]:.1f}->{sample['loadavg_after'][0]:.1f}",
                 flush=True,
             )
-    load_after = os.getloadavg()
-
-    result = {
-        "what": "engine start-up, launch to ready (/v1/models lists the model), SGLang on the "
-        "CPU against vLLM's CPU build, interleaved, with each engine's own phases, its "
-        "processes' CPU seconds at ready, and the first requests after ready",
-        "machine": {
-            "platform": f"{platform.machine()}, {platform.system()} {platform.release()}",
-            "cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "loadavg_before": load_before,
-            "loadavg_after": load_after,
-            "note": "a shared machine: other work runs at the same time (see each sample's "
-            "loadavg); compare CPU seconds rather than wall time when it is loaded",
-        },  # fmt: skip
-        "versions": {
-            "python": sys.version.split()[0],
-            **{f"{k}_env": versions(v) for k, v in ENVS.items()},
-        },  # fmt: skip
-        "environment_size": du(*ENVS.values()),
-        "fixture": {
-            "variant": args.variant,
-            "path": str(fixture_path(args.variant)),
-            "note": "a tiny LFM2-architecture model trained here, not LFM2.5",
-        },  # fmt: skip
-        "arms": {
-            arm: next((s["command"] for s in samples if s["arm"] == arm and "command" in s), None)
-            for arm in arms
-        },
-        "sglang_variant": {"extra_args": list(extra), "env": env} if variant_given else None,
-        "runs": args.runs,
-        "order": arms,
-        "request": {
-            "prompt": PROMPT,
-            "max_tokens": MAX_TOKENS,
-            "stream": True,
-            "ignore_eos": True,
-        },  # fmt: skip
-        "wall_s": round(time.time() - started),
-        "summary": summarize(samples, arms),
-        "samples": samples,
-    }
+    result = write(complete=True)
     print_table(result)
-    print(f"\nload average {load_before[0]:.1f} -> {load_after[0]:.1f}; environments: "
-          f"{result['environment_size']}")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    load = result["machine"]
+    print(f"\nload average {load['loadavg_before'][0]:.1f} -> {load['loadavg_after'][0]:.1f}; "
+          f"environments: {result['environment_size']}")  # fmt: skip
     print(f"wrote {args.out} ({result['wall_s']} s)")
     return 0 if all("error" not in s for s in samples) else 1
 

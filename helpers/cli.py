@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fresh-servers",
         action="store_true",
-        help="every notebook launches its own server (default on the CPU engine: notebooks "
+        help="every notebook launches its own server (default on the CPU: notebooks "
         "asking for the same model share one that cookbook run starts)",
     )
     p.set_defaults(func=_run)

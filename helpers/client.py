@@ -1,6 +1,6 @@
 """Talking to a served model through the openai SDK: presets, reasoning, streaming, tool loops.
 
-Works the same against SGLang, vLLM and the CPU engine: reasoning may come back as
+Works the same against SGLang and vLLM, on a GPU or the CPU: reasoning may come back as
 `reasoning_content` (SGLang) or `reasoning` (vLLM), and streamed tool calls may restart their
 `index` at 0 for every call block (SGLang), so nothing here relies on either.
 """

@@ -114,7 +114,7 @@ def choose_engine(
     sglang_present: bool,
     recipes: Recipes | None = None,
 ) -> str:
-    """The engine a launch uses. `auto`: SGLang with a GPU and SGLang, the CPU engine with no
+    """The engine a launch uses. `auto`: SGLang on the GPU, or on the CPU (sglang-cpu) with no
     GPU; anything in between raises EngineUnavailableError naming the fix."""
     recipes = recipes or load_recipes()
     if requested not in ENGINES:

@@ -145,7 +145,7 @@ class SharedServers:
     """The servers `cookbook run` starts for its notebooks and hands to them (helpers.server
     SHARED_ENV): one per (variant, engine) a notebook asks for, up for the whole run.
 
-    The CPU engine only: its fixtures are small enough to keep several up. On a GPU a kept server
+    The CPU engines only: its fixtures are small enough to keep several up. On a GPU a kept server
     would hold the memory a notebook's own second launch needs (04 starts a grounding model), and
     no two consecutive notebooks ask for the same model there, so nothing would be saved."""
 
@@ -212,7 +212,7 @@ def run(
     echo=print,
     fresh_servers: bool = False,
 ) -> list[NotebookRun]:
-    """Execute the notebooks in order. On the CPU engine, unless `fresh_servers`, a notebook that
+    """Execute the notebooks in order. On the CPU engines, unless `fresh_servers`, a notebook that
     launches the same (variant, engine) as an earlier one gets the server that one used
     (SharedServers)."""
     # Absolute: the notebooks run with notebooks/ as their working directory, and write their

@@ -167,7 +167,7 @@ def plan_launch(
     """Decide the command line for a variant on an engine (nothing is started).
 
     `tp` is the Playground's TP override: it rewrites the SGLang cell's --tp exactly as the
-    Playground shows it; the vllm and cpu engines keep their own single-device launch. `env` is
+    Playground shows it; the other engines keep their own single-device launch. `env` is
     added to the engine's environment and shown with the command (e.g. CUDA_VISIBLE_DEVICES)."""
     recipes = recipes or load_recipes()
     detection = gpu.detect(recipes) if engine in ("auto", "sglang") else None
@@ -203,7 +203,7 @@ def plan_launch(
         ]
         notes = (
             (
-                f"CPU engine serving the fixture {path.name} in place of {hf_id}: "
+                f"vLLM's CPU build serving the fixture {path.name} in place of {hf_id}: "
                 "a tiny model trained here, not LFM2.5.",
             )
             if model is None
