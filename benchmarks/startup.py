@@ -24,7 +24,7 @@ third arm, `sglang+`, interleaved with the plain one:
 
     .venv/bin/python benchmarks/startup.py [--runs 3] [--variant instruct]
     .venv/bin/python benchmarks/startup.py --arms sglang sglang+ \\
-        --sglang-env SGLANG_DISABLED_MODEL_ARCHS=@/tmp/archs.txt --sglang-extra "--sleep-on-idle"
+        --sglang-env SGLANG_DISABLED_MODEL_ARCHS=@/tmp/archs.txt --sglang-extra="--sleep-on-idle"
 
 `--sglang-env K=@FILE` reads the value from FILE; `--sglang-only-models lfm2,lfm2_vl` sets
 SGLANG_DISABLED_MODEL_ARCHS to every other module of the installed sglang.srt.models.
@@ -432,7 +432,11 @@ def main() -> int:
     ap.add_argument("--variant", default="instruct")
     ap.add_argument("--arms", nargs="+", choices=list(ENGINE),
                     help="default: sglang vllm, plus sglang+ when a variant is given")  # fmt: skip
-    ap.add_argument("--sglang-extra", default="", help="extra flags for the sglang+ arm")
+    ap.add_argument(
+        "--sglang-extra",
+        default="",
+        help='extra flags for the sglang+ arm, one string: --sglang-extra="--flag value"',
+    )
     ap.add_argument(
         "--sglang-env",
         action="append",

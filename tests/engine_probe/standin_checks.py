@@ -130,6 +130,40 @@ def bfloat16_case(lengths=(9, 1, 4), steps=4):
     return worst_steps, state_exact, str(out.dtype)
 
 
+def float32_bfloat16_state_case(lengths=(6, 1, 3), steps=4):
+    """As the float32 launch runs LFM2 here: activations and weights in float32, the conv state in
+    bfloat16 (SGLang's SGLANG_MAMBA_CONV_DTYPE default, whatever the model's dtype). Within a call
+    the inputs are used as given; what crosses from one call to the next is the state, rounded to
+    bfloat16 once. The reference rounds exactly those inputs."""
+    weight, bias = torch.randn(DIM, WIDTH), torch.randn(DIM)
+    slots = [2, 5, 0]
+    states = torch.zeros(SLOTS, DIM, WIDTH - 1, dtype=torch.bfloat16)
+    seqs = [torch.randn(DIM, n + steps) for n in lengths]
+    loc = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    x = torch.cat([s[:, :n] for s, n in zip(seqs, lengths, strict=True)], dim=1)
+    out = conv.causal_conv1d_fn(x, weight, bias, states, loc, list(lengths),
+                                cache_indices=torch.tensor(slots, dtype=torch.int32),
+                                has_initial_state=torch.zeros(len(slots), dtype=torch.bool),
+                                activation=None)  # fmt: skip
+    worst = max(
+        diff(out[:, loc[i] : loc[i + 1]], reference(seqs[i][:, :n], weight, bias, None, False)[0])
+        for i, n in enumerate(lengths)
+    )
+    for t in range(steps):
+        step = torch.stack([s[:, n + t] for s, n in zip(seqs, lengths, strict=True)])
+        one = conv.causal_conv1d_update(step, states, weight, bias, None,
+                                        conv_state_indices=torch.tensor(slots, dtype=torch.int32))  # fmt: skip
+        for i, (seq, n) in enumerate(zip(seqs, lengths, strict=True)):
+            seen = seq[:, : n + t + 1].clone()
+            seen[:, :-1] = seen[:, :-1].bfloat16().float()  # what came through the state
+            worst = max(worst, diff(one[i], reference(seen, weight, bias, None, False)[0][:, -1]))
+    state_exact = all(
+        torch.equal(states[slot], seq[:, -(WIDTH - 1) :].bfloat16())
+        for seq, slot in zip(seqs, slots, strict=True)
+    )
+    return worst, state_exact, str(out.dtype), str(states.dtype)
+
+
 def token_pool_case(batch=6, pool_len=64, rows=10):
     table = torch.full((rows, pool_len), -1, dtype=torch.int32)
     want = table.clone()
@@ -177,6 +211,9 @@ for name, silu in (("decode_steps", False), ("decode_steps_silu", True)):
                      "untouched_slots_kept": kept}  # fmt: skip
 worst_steps, state_exact, dtype = bfloat16_case()
 results["bfloat16"] = {"max_bf16_steps": worst_steps, "state_exact": state_exact, "dtype": dtype}
+worst, state_exact, out_dtype, state_dtype = float32_bfloat16_state_case()
+results["float32_bfloat16_state"] = {"max_abs_diff": worst, "state_exact": state_exact,
+                                     "dtypes": [out_dtype, state_dtype]}  # fmt: skip
 results["token_pool_scatter"] = {"equal": all(token_pool_case() for _ in range(20))}
 
 # What is not stood in fails at once, naming itself.
