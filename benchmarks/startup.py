@@ -235,7 +235,8 @@ def parse_log(path: Path, family: str, launched: float) -> dict:
 
 
 def timed_request(server: Server) -> dict:
-    """One streamed chat request: seconds to the first content chunk and to the end."""
+    """One streamed chat request: seconds to the first chunk with text (content or reasoning)
+    and to the end."""
     body = {
         "model": server.model, "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": MAX_TOKENS, "temperature": 0.0, "stream": True, "ignore_eos": True,
@@ -258,7 +259,9 @@ def timed_request(server: Server) -> dict:
             if chunk.get("usage"):
                 tokens = chunk["usage"].get("completion_tokens")
             for choice in chunk.get("choices") or []:
-                if (choice.get("delta") or {}).get("content") and first is None:
+                delta = choice.get("delta") or {}
+                text = any(delta.get(k) for k in ("content", "reasoning_content", "reasoning"))
+                if text and first is None:
                     first = time.perf_counter() - started
     e2e = time.perf_counter() - started
     return {"ttft_s": round(first or float("nan"), 3), "e2e_s": round(e2e, 3),

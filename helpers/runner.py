@@ -165,17 +165,32 @@ class SharedServers:
         with os.fdopen(fd, "w") as fh:
             json.dump([s.share_entry() for s in self.servers.values() if s.alive], fh)
 
-    def prepare(self, notebook: Path, parameters: dict[str, Any]) -> float | None:
-        """Start the server the notebook will ask for, unless it runs already; returns the
-        start-up seconds spent for this notebook (None: nothing was started)."""
-        from helpers.server import Server, ServerStartError
-
+    def wanted(self, notebook: Path, parameters: dict[str, Any]) -> tuple[str, str] | None:
+        """The (variant, engine) of the server a notebook will ask for, if a shared one can be
+        it (None: it launches none, or its own)."""
         if not launches_its_server(notebook):
             return None
         wanted = {**default_parameters(notebook), **parameters}
         if wanted.get("MODEL") is not None or wanted.get("HW") is not None:
             return None  # the notebook launches its own: shared servers serve the defaults
-        key = (wanted["VARIANT"], self.engine)
+        return (wanted["VARIANT"], self.engine)
+
+    def release_all_but(self, still_wanted: set) -> None:
+        """Stop the shared servers no notebook still to run asks for: on two cores an idle
+        server still costs memory and some CPU, and a later notebook needs both."""
+        for key in [k for k in self.servers if k not in still_wanted]:
+            self.servers.pop(key).stop()
+        self._write()
+
+    def prepare(self, notebook: Path, parameters: dict[str, Any]) -> float | None:
+        """Start the server the notebook will ask for, unless it runs already; returns the
+        start-up seconds spent for this notebook (None: nothing was started)."""
+        from helpers.server import Server, ServerStartError
+
+        key = self.wanted(notebook, parameters)
+        if key is None:
+            return None
+        wanted = {**default_parameters(notebook), **parameters}
         running = self.servers.get(key)
         if running is not None and running.alive:
             return None
@@ -245,10 +260,12 @@ def run(
     total = time.monotonic()
     shared = SharedServers(engine, echo) if engine.endswith("-cpu") and not fresh_servers else None
     try:
-        for notebook in notebooks:
+        for i, notebook in enumerate(notebooks):
             echo(f"[run] {notebook.stem} ...", flush=True)
             started = time.monotonic()
             try:
+                if shared:
+                    shared.release_all_but({shared.wanted(n, parameters) for n in notebooks[i:]})
                 startup_s = shared.prepare(notebook, parameters) if shared else None
                 result = run_one(notebook, out_dir, parameters, cell_timeout_s)
             except KeyboardInterrupt:

@@ -292,6 +292,13 @@ def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
         {"variant": "thinking", "engine": "sglang-cpu"},
     ]
     assert registry.stat().st_mode & 0o077 == 0  # private: it names the key files
+    # Once no notebook still to run asks for a model, its server goes (06 needs instruct only).
+    thinking = shared.servers[("thinking", "sglang-cpu")]
+    later = {shared.wanted(runner.NOTEBOOKS_DIR / f"{stem}.ipynb", {}) for stem in order[3:]}
+    assert later == {None, ("instruct", "sglang-cpu")}  # 08 launches replicas of its own
+    shared.release_all_but(later)
+    assert not thinking.alive and list(shared.servers) == [("instruct", "sglang-cpu")]
+    assert json.loads(registry.read_text()) == [{"variant": "instruct", "engine": "sglang-cpu"}]
     # A --variant override is one launch for every notebook.
     assert (
         shared.prepare(runner.NOTEBOOKS_DIR / "02_reasoning.ipynb", {"VARIANT": "instruct"}) is None
