@@ -5,8 +5,8 @@ server then answers, token for token, what Hugging Face transformers answers.
 - The causal convolution and the token-pool scatter against independent references
   (tests/engine_probe/standin_checks.py: torch's conv1d in float64, a vectorised scatter):
   prefill with and without cached state, several sequences of different lengths in one call,
-  decode steps, padded entries and the slots nobody owns; bfloat16 as served. What is not stood
-  in raises, naming itself.
+  decode steps, padded entries and the slots nobody owns; in bfloat16, and in float32 with
+  SGLang's bfloat16 conv state (the float32 launch). What is not stood in raises, naming itself.
 - The import hook: with SGLANG_USE_CPU_ENGINE=1 every SGLang module holding a causal-conv entry
   point holds the torch one, LFM2's model module included; without it nothing is replaced.
 - The stand-in sgl_kernel's name lists: none is a name the pinned SGLang probes for a fast path
