@@ -110,7 +110,8 @@ CLI_CASES = [
     _case("run-unknown-variant", "run 01 --variant mega", 2, "unknown variant 'mega'"),
     _case("run-cell-timeout-0", "run 01 --cell-timeout 0", 2, "'0' is not a number of seconds > 0"),
     _case("run-cell-timeout-negative", "run 01 --cell-timeout -5", 2, "is not a number of seconds"),
-    _case("run-sglang-not-installed", "run 01 --engine sglang", 1, "SGLang is not installed"),
+    _case("run-sglang-not-installed", "run 01 --engine sglang", 1, "SGLang is not installed",
+          env={"COOKBOOK_SGLANG_BIN": "{work}/no-sglang"}),
     # bench: refused before anything is sent
     _case("bench-scale-without-preset", f"{BENCH} --scale cpu", 2, "--scale picks a version"),
     _case("bench-unknown-preset", f"{BENCH} --preset nope", 2, "unknown preset 'nope'"),
@@ -250,7 +251,7 @@ def _env(case: Case, values: dict[str, str], tmp_path: Path) -> dict[str, str]:
     extra = {k: v.format(**values) for k, v in case.env.items() if k != "GPU"}
     if "GPU" in case.env:  # an nvidia-smi that reports this GPU, and no sglang anywhere
         env = fake_nvidia_smi_env(tmp_path, case.env["GPU"], **extra)
-        env.pop("COOKBOOK_SGLANG_BIN", None)
+        env["COOKBOOK_SGLANG_BIN"] = str(tmp_path / "no-sglang")  # .venvs/sglang is there
         return env
     return {**os.environ, **extra}
 
