@@ -61,14 +61,17 @@ def test_a_server_dying_mid_run_ends_it_with_failures_kept():
         tokenizer = bench.ServerTokenizer(config)
         prompts = bench.build_dataset(config, tokenizer)
         tokenizer.close()
-        box = {}
+        box, measuring = {}, threading.Event()
         worker = threading.Thread(
             target=lambda: box.update(run=bench.run_benchmark(
-                config, prompts=prompts, progress=False, log=lambda _: None
+                config, prompts=prompts, progress=False, log=lambda _: None,
+                on_measure_start=measuring.set,
             ))
         )  # fmt: skip
         worker.start()
-        time.sleep(4)
+        # Killed while the measured requests run (not during the warm-up, however slow the machine)
+        assert measuring.wait(120), "the warm-up never finished"
+        time.sleep(2)
         killed = time.monotonic()
         os.killpg(victim.pid, signal.SIGKILL)
         worker.join(60)
