@@ -45,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import httpx
@@ -104,6 +105,7 @@ class ProcessWatch:
         self.procs: dict[int, dict] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._lock = threading.Lock()
         self.root_created: float | None = None
 
     def __enter__(self) -> ProcessWatch:
@@ -123,35 +125,43 @@ class ProcessWatch:
         pid = self.server.pid
         if pid is None:
             return
-        try:
-            root = psutil.Process(pid)
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        for proc in tree:
-            with contextlib.suppress(psutil.Error):
-                with proc.oneshot():
-                    cpu = proc.cpu_times()
-                    entry = self.procs.setdefault(proc.pid, {"created": proc.create_time()})
-                    entry["cmd"] = " ".join(proc.cmdline())[:200]
-                    entry["cpu_s"] = cpu.user + cpu.system
-                    entry["root"] = proc.pid == pid
-                if entry["root"]:
-                    self.root_created = entry["created"]
+        with self._lock:  # the watching thread and the caller's final reading
+            try:
+                root = psutil.Process(pid)
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return
+            for proc in tree:
+                try:
+                    with proc.oneshot():
+                        cpu, created = proc.cpu_times(), proc.create_time()
+                        cmd = " ".join(proc.cmdline())[:200]
+                except psutil.Error:
+                    continue  # gone: its last reading stays
+                self.procs[proc.pid] = {
+                    "created": created, "cmd": cmd, "cpu_s": cpu.user + cpu.system,
+                    "root": proc.pid == pid,
+                }  # fmt: skip
+                if proc.pid == pid:
+                    self.root_created = created
+
+    def _readings(self) -> dict[int, dict]:
+        self.poll()
+        with self._lock:
+            return dict(self.procs)
 
     def snapshot(self) -> list[dict]:
-        self.poll()
+        procs = self._readings()
         t0 = self.root_created or 0.0
         rows = [
             {"role": role(e["cmd"], e["root"]), "pid": pid,
              "spawned_at_s": round(e["created"] - t0, 2), "cpu_s": round(e["cpu_s"], 2)}
-            for pid, e in self.procs.items()
+            for pid, e in procs.items()
         ]  # fmt: skip
         return sorted(rows, key=lambda r: r["spawned_at_s"])
 
     def cpu_s(self) -> float:
-        self.poll()
-        return sum(e["cpu_s"] for e in self.procs.values())
+        return sum(e["cpu_s"] for e in self._readings().values())
 
 
 def role(cmd: str, is_root: bool) -> str:
@@ -525,7 +535,11 @@ def main() -> int:
     for n in range(args.runs):
         for arm in arms:
             arm_extra, arm_env = (extra, env) if arm == "sglang+" else ((), {})
-            sample = start_once(arm, args, arm_extra, arm_env)
+            try:
+                sample = start_once(arm, args, arm_extra, arm_env)
+            except Exception as exc:  # a harness failure costs one sample, not the run
+                traceback.print_exc()
+                sample = {"arm": arm, "engine": ENGINE[arm], "error": f"harness: {exc!r}"}
             sample["round"] = n
             samples.append(sample)
             write(complete=False)
