@@ -11,7 +11,7 @@ Each arm is started N times, interleaved (S, V, S, V, ...; with an SGLang varian
   and the CPU seconds each had used when the server was ready. CPU seconds are the number to
   compare on a loaded machine: wall time there mostly measures the other work;
 - the first request after ready and a second one (streamed chat, 16 tokens): TTFT and E2E;
-- the server's CPU use while idle (3 s, after the requests).
+- the server's CPU use while idle (3 s, after the requests), and how long stop() took.
 
 SGLang's `tokenizer_e2e` is not tokenizer loading: SGLang starts that clock when it begins to
 launch its subprocesses and stops it when the scheduler reports ready (entrypoints/engine.py
@@ -23,8 +23,9 @@ An SGLang variant (flags and/or environment, e.g. to show what shortens its star
 third arm, `sglang+`, interleaved with the plain one:
 
     .venv/bin/python benchmarks/startup.py [--runs 3] [--variant instruct]
-    .venv/bin/python benchmarks/startup.py --arms sglang sglang+ \\
-        --sglang-env SGLANG_DISABLED_MODEL_ARCHS=@/tmp/archs.txt --sglang-extra="--sleep-on-idle"
+    .venv/bin/python benchmarks/startup.py --sglang-only-models lfm2,lfm2_moe,lfm2_vl
+    .venv/bin/python benchmarks/startup.py --arms sglang sglang+ --runs 2 \\
+        --sglang-env SGLANG_PYSPY_DUMP_BEFORE_CRASH=0 --sglang-extra="--skip-server-warmup"
 
 `--sglang-env K=@FILE` reads the value from FILE; `--sglang-only-models lfm2,lfm2_vl` sets
 SGLANG_DISABLED_MODEL_ARCHS to every other module of the installed sglang.srt.models.
