@@ -20,7 +20,9 @@ import pytest
 from helpers.server import Server, ServerError, ServerStartError, port_in_use
 
 REPO = Path(__file__).resolve().parent.parent
-FAILURE_BUDGET_S = 30  # every failure is reported within this
+# Every failure is reported within this. SGLang imports its stack for about 20 s on 2 cores
+# before it can even refuse a bad flag or model.
+FAILURE_BUDGET_S = 60
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -306,7 +308,7 @@ def test_nonexistent_hub_model_fails_fast_with_the_engines_reason():
         server.start()
     assert time.monotonic() - started < FAILURE_BUDGET_S
     # The engine's own reason (no hub here, offline mode), from its log.
-    assert "local_files_only" in _log_tail_of(str(info.value))
+    assert "offline mode" in _log_tail_of(str(info.value))
     assert_all_gone(server.pid, server.port)
 
 
