@@ -255,7 +255,14 @@ def test_the_cpu_launch_parses_with_sglangs_own_parser(sglang_check_python):
     from helpers.server import plan_launch
 
     plan = plan_launch("thinking", "sglang-cpu", port=31556)
-    env = " ".join(f"{k}={v}" for k, v in plan.env.items() if k.startswith("SGLANG_"))
+    # SGLang reads its CPU switch with os.getenv (utils/common.py is_cpu), not through its
+    # declared environment list, which the check holds every other SGLANG_ name to.
+    switch = "SGLANG_USE_CPU_ENGINE"
+    source = pinned_sglang_source(sglang_check_python, "utils/common.py")["utils/common.py"]
+    assert f'os.getenv("{switch}", "0") != "1"' in source and plan.env[switch] == "1"
+    env = " ".join(
+        f"{k}={v}" for k, v in plan.env.items() if k.startswith("SGLANG_") and k != switch
+    )
     text = env + " " + shlex.join(["sglang", *plan.argv[1:]])
     result = sglang_check(sglang_check_python, [{"id": "cpu", "command": text}])["results"][0]
     assert result["ok"], result["error"]
