@@ -40,7 +40,7 @@ def checked():
         items.append(
             {
                 "id": f"cpu/{variant}",
-                "argv": _engine_args(plan_launch(variant, "cpu", port=31000).argv),
+                "argv": _engine_args(plan_launch(variant, "vllm-cpu", port=31000).argv),
             }
         )
         items.append(
@@ -74,12 +74,12 @@ def test_parsed_values(checked):
 
 
 def test_a_wrong_parser_name_fails(raw_recipes):
-    raw_recipes["engines"]["cpu"]["tool_flags"] = [
+    raw_recipes["engines"]["vllm_cpu"]["tool_flags"] = [
         "--enable-auto-tool-choice",
         "--tool-call-parser lfm3",
     ]
     broken = parse_recipes(raw_recipes)
-    argv = _engine_args(plan_launch("instruct", "cpu", port=31000, recipes=broken).argv)
+    argv = _engine_args(plan_launch("instruct", "vllm-cpu", port=31000, recipes=broken).argv)
     (result,) = vllm_check([{"id": "broken", "argv": argv}])["results"]
     assert not result["ok"] and "'lfm3' is not registered" in result["error"]
     bad_flag = shlex.split("--model x --max-model-length 2048")
