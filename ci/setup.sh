@@ -125,7 +125,7 @@ sglang_env() {  # SGLang itself (its openai pin cannot share .venv): on a GPU, a
     pip_quiet "$venv" "$pin" "$router"
     echo "$stamp" > "$mark"
   fi
-  log "$venv ready ($("$venv/bin/sglang" version 2>/dev/null | head -n 1 || echo "$pin"))"
+  log "$venv ready (sglang $("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('sglang'))"))"
 }
 
 colab_env() {  # Colab: no .venv; the helpers go into the kernel's own Python
