@@ -32,6 +32,7 @@ import pytest
 
 from helpers import machine
 from helpers.server import Server, fixture_path, plan_launch
+from tests.test_server import WEATHER_TOOL  # the same tool, so the same prompts as before
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_DIR = REPO / "tests" / "engine_probe"
@@ -278,18 +279,6 @@ def test_the_stand_ins_take_sglangs_arguments(hooked):
 
 # ----- end to end: SGLang on the CPU against transformers --------------------------------------
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"location": {"type": "string", "description": "City name"}},
-            "required": ["location"],
-        },
-    },
-}
 CALCULATE_TOOL = {
     "type": "function",
     "function": {

@@ -98,6 +98,18 @@ def decode_case(batch=5, prompt=7, steps=6, silu=False):
     return worst, pad_zero, bool(torch.equal(states[others], before[others]))
 
 
+def prefill_fresh(seqs, lengths, slots, weight, bias, states):
+    """One prefill call over the first `lengths` columns of each sequence, side by side, into
+    `slots` with no cached state (no activation): (out, query_start_loc)."""
+    loc = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    x = torch.cat([s[:, :n] for s, n in zip(seqs, lengths, strict=True)], dim=1)
+    out = conv.causal_conv1d_fn(x, weight, bias, states, loc, list(lengths),
+                                cache_indices=torch.tensor(slots, dtype=torch.int32),
+                                has_initial_state=torch.zeros(len(slots), dtype=torch.bool),
+                                activation=None)  # fmt: skip
+    return out, loc
+
+
 def bfloat16_case(lengths=(9, 1, 4), steps=4):
     """As SGLang runs LFM2 here: activations, weights and conv state in bfloat16. The outputs are
     the float64 reference rounded once (within one bfloat16 step of it: the float32 sum can fall
@@ -107,12 +119,7 @@ def bfloat16_case(lengths=(9, 1, 4), steps=4):
     slots = [4, 1, 7]
     states = torch.zeros(SLOTS, DIM, WIDTH - 1, dtype=dt)
     seqs = [torch.randn(DIM, n + steps, dtype=dt) for n in lengths]
-    loc = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
-    x = torch.cat([s[:, :n] for s, n in zip(seqs, lengths, strict=True)], dim=1)
-    out = conv.causal_conv1d_fn(x, weight, bias, states, loc, list(lengths),
-                                cache_indices=torch.tensor(slots, dtype=torch.int32),
-                                has_initial_state=torch.zeros(len(slots), dtype=torch.bool),
-                                activation=None)  # fmt: skip
+    out, loc = prefill_fresh(seqs, lengths, slots, weight, bias, states)
     outs = [[out[:, loc[i] : loc[i + 1]]] for i in range(len(slots))]
     for t in range(steps):
         step = torch.stack([s[:, n + t] for s, n in zip(seqs, lengths, strict=True)])
@@ -139,12 +146,7 @@ def float32_bfloat16_state_case(lengths=(6, 1, 3), steps=4):
     slots = [2, 5, 0]
     states = torch.zeros(SLOTS, DIM, WIDTH - 1, dtype=torch.bfloat16)
     seqs = [torch.randn(DIM, n + steps) for n in lengths]
-    loc = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
-    x = torch.cat([s[:, :n] for s, n in zip(seqs, lengths, strict=True)], dim=1)
-    out = conv.causal_conv1d_fn(x, weight, bias, states, loc, list(lengths),
-                                cache_indices=torch.tensor(slots, dtype=torch.int32),
-                                has_initial_state=torch.zeros(len(slots), dtype=torch.bool),
-                                activation=None)  # fmt: skip
+    out, loc = prefill_fresh(seqs, lengths, slots, weight, bias, states)
     worst = max(
         diff(out[:, loc[i] : loc[i + 1]], reference(seqs[i][:, :n], weight, bias, None, False)[0])
         for i, n in enumerate(lengths)
