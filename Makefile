@@ -1,9 +1,10 @@
-# The two commands of the README (each does its own set-up on a fresh machine), and helpers.
+# The two commands of the README (each does its own set-up on a fresh machine), and helpers for contributors.
 #   make run [ENGINE=auto|sglang|vllm|sglang-cpu|vllm-cpu]   every notebook, executed (SGLang: GPU or CPU)
 #   make test                                the whole test suite
+#   make test-fast                           the inner loop: no engine, notebook, browser or set-up test
 #   make lab                                 JupyterLab on 127.0.0.1 with the cookbook's kernel
 #   make docs [RUN=runs/latest]              the docs site in site/, from an executed run
-.PHONY: run test setup plan lab docs clean
+.PHONY: run test test-fast setup plan lab docs clean
 RUN ?= runs/latest
 ENGINE ?= auto
 export ENGINE
@@ -11,6 +12,8 @@ run:  ## the main job (RUN_ARGS: extra arguments for cookbook run, e.g. --cell-t
 	bash ci/run.sh $(RUN_ARGS)
 test:  ## the whole test suite (lint, format, pytest)
 	bash ci/test.sh
+test-fast:  ## lint, format and the tests that need only .venv (about two minutes)
+	bash ci/test.sh --fast
 setup:  ## what this machine's engine needs, without running the notebooks
 	bash ci/setup.sh machine
 plan:  ## what set-up would install here, and which engine the notebooks would use

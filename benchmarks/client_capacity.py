@@ -102,7 +102,7 @@ def client(kind: str, port: int, concurrency: int, requests: int) -> None:
     else:
         import aiohttp
 
-        from helpers import bench
+        from cookbook import bench
 
         config = bench.BenchConfig(base_url=url.rsplit("/", 1)[0], model="synthetic",
                                    output_len=10, num_prompts=requests)  # fmt: skip

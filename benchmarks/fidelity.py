@@ -5,7 +5,7 @@ The three harnesses run interleaved (the order rotates each round) so that drift
 machine hits them alike, on the same prompts each round (ours, exact-length; vLLM and SGLang
 read them through their `custom` datasets), against the CPU engine without prefix caching (no
 tool finds another's prompts cached). Around each run the server's /metrics is scraped, the
-first time once the tool's warm-up is over (helpers.server_metrics; ci/bench/metrics_snapshot.py
+first time once the tool's warm-up is over (cookbook.server_metrics; ci/bench/metrics_snapshot.py
 for the two reference tools), so the histogram deltas cover exactly that run's measured
 requests: the server-side mean TTFT, TPOT, ITL and E2E of the same requests the tool timed.
 
@@ -41,8 +41,8 @@ from pathlib import Path
 
 import httpx
 
-from helpers import bench, server_metrics
-from helpers.server import REPO_ROOT, Server, cpu_engine_python, fixture_path
+from cookbook import bench, server_metrics
+from cookbook.server import REPO_ROOT, Server, cpu_engine_python, fixture_path
 
 TOOLS = ("cookbook", "vllm", "sglang")
 SGLANG_PYTHON = REPO_ROOT / ".venvs" / "sglang" / "bin" / "python"
@@ -360,7 +360,7 @@ def main() -> int:
         "workload": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "server": f"CPU engine (vLLM 0.32 CPU), prefix caching off, serving "
                   f"{fixture_path(args.variant).name} (a tiny fixture, not LFM2.5)",
-        "tools": {"cookbook": "helpers.bench", "vllm": "vllm bench serve (vLLM 0.32, "
+        "tools": {"cookbook": "cookbook.bench", "vllm": "vllm bench serve (vLLM 0.32, "
                   "ci/bench/vllm_bench_serve.py)", "sglang": "sglang.bench_serving (SGLang "
                   "0.5.23, --backend vllm[-chat], ci/bench/sglang_bench_serving.py)"},
         "goals_met": ok_all,

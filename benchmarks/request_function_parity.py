@@ -2,7 +2,7 @@
 
 `benchmarks/fidelity.py` compares the two whole tools, each in its own process. This script
 takes the process out of the comparison: it alternates the cookbook's request function
-(`helpers.bench._one_request`) and vLLM's (`async_request_openai_completions` /
+(`cookbook.bench._one_request`) and vLLM's (`async_request_openai_completions` /
 `async_request_openai_chat_completions`) on the same aiohttp session, one request at a time,
 over the same prompts, and compares TTFT, TPOT and E2E request by request. It imports vLLM, so
 it runs in the CPU engine's environment:
@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from helpers import bench  # noqa: E402
-from helpers.server import Server  # noqa: E402
+
+from cookbook.server import Server  # noqa: E402
 
 
 async def measure(server, config, prompts) -> dict[str, dict[str, list[float]]]:

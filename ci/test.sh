@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up, lint, format check, tests. Extra arguments go to pytest.
+#   ci/test.sh --fast   only .venv and the tests that start no engine, run no notebook, open no
+#                       browser and make no environment (markers: pyproject.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash ci/setup.sh all
+if [ "${1:-}" = --fast ]; then
+  shift
+  set -- -m "not engine and not notebooks and not browser and not setup" "$@"
+  bash ci/setup.sh main
+else
+  bash ci/setup.sh all
+fi
 echo "[test] ruff check"
 .venv/bin/ruff check .
 echo "[test] ruff format --check"

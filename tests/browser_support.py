@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from helpers.watchdog import terminate_then_kill
+from cookbook.watchdog import terminate_then_kill
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.recipes import RECIPES_PATH, load_recipes
+from cookbook.recipes import RECIPES_PATH, load_recipes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,6 +50,25 @@ def sglang_check_python() -> str:
     if not Path(path).exists():
         pytest.fail(f"no SGLang environment at {path}: run `bash ci/setup.sh sglang`")
     return path
+
+
+# Fixtures that make a test slow, and the marker each gives it (`make test-fast` skips them).
+MARK_BY_FIXTURE = {
+    "sglang_check_python": "engine",
+    "_needs_sglang": "engine",  # test_server: every test there starts SGLang
+    "sglang_server": "engine",
+    "vllm_server": "engine",
+    "engine": "engine",  # test_bad_inputs' shared server
+    "guarded_server": "engine",
+    "executed": "notebooks",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in MARK_BY_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
 
 
 NVIDIA_SMI_ANSWERS = REPO / "tests" / "data" / "nvidia-smi"

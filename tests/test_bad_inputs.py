@@ -24,8 +24,8 @@ import psutil
 import pytest
 import yaml
 
-from helpers.recipes import RECIPES_PATH
-from helpers.server import Server, ServerError, ServerStartError, cpu_engine_python, free_port
+from cookbook.recipes import RECIPES_PATH
+from cookbook.server import Server, ServerError, ServerStartError, cpu_engine_python, free_port
 from tests.conftest import fake_nvidia_smi_env
 
 LIMIT_S = 90  # generous: a case that hangs fails here; every case normally ends in seconds
@@ -40,6 +40,14 @@ class Case:
     says: str  # a part of the one line
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    needs_engine: bool = False  # an engine's environment must be there (not `make test-fast`)
+
+
+def _param(case: Case):
+    """The case as a test, marked `engine` where it runs or needs one (`make test-fast` skips it)."""
+    uses_server = any("{engine}" in a or "{key}" in a for a in case.args)
+    marks = [pytest.mark.engine] if case.needs_engine or uses_server else []
+    return pytest.param(case, id=case.id, marks=marks)
 
 
 def _case(id, args, code, says, **kw) -> Case:
@@ -93,9 +101,10 @@ CLI_CASES = [
     _case("serve-sglang-not-installed", "serve --engine sglang", 1,
           "but SGLang is not installed", env={"GPU": "h100-sxm"}),
     _case("serve-log-dir-is-a-file", "serve --engine vllm-cpu", 1, "is a file, not a directory",
-          env={"COOKBOOK_LOG_DIR": "{file}"}),
+          env={"COOKBOOK_LOG_DIR": "{file}"}, needs_engine=True),
     _case("serve-relative-model-dir", "serve --engine vllm-cpu --model models/lfm", 1,
-          "model directory not found: models/lfm has no config.json", cwd="{work}"),
+          "model directory not found: models/lfm has no config.json", cwd="{work}",
+          needs_engine=True),
     _case("serve-engine-python-is-a-dir", "serve --engine vllm-cpu", 1, "cannot run {work}",
           env={"COOKBOOK_CPU_ENGINE_PYTHON": "{work}"}),
     _case("serve-engine-not-installed", "serve --engine vllm-cpu", 1, "bash ci/setup.sh cpu-engine",
@@ -270,7 +279,7 @@ def _check(out: subprocess.CompletedProcess, code: int, says: str) -> None:
 
 
 @pytest.mark.timeout(LIMIT_S)
-@pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
+@pytest.mark.parametrize("case", [_param(c) for c in CLI_CASES])
 def test_cli(case, world, cookbook_exe, request, tmp_path):
     values = dict(world)
     if any("{engine}" in a or "{key}" in a for a in case.args):
@@ -322,6 +331,7 @@ def test_recipes_file(case_id, content, says, cookbook_exe, tmp_path):
 
 
 @pytest.mark.timeout(LIMIT_S)
+@pytest.mark.engine
 def test_ctrl_c_during_serve_start_up_is_one_line(cookbook_exe, tmp_path):
     proc = subprocess.Popen(
         [cookbook_exe, "serve", "--engine", "vllm-cpu"], stdout=subprocess.PIPE,
@@ -373,9 +383,9 @@ API_CASES = [
     ("foreign-address", lambda w: Server("instruct", engine="vllm-cpu", host="8.8.8.8",
                                          progress=False).start(),
      ServerStartError, "8.8.8.8 is not an address of this machine"),
-    ("log-dir-is-a-file", lambda w: Server("instruct", engine="vllm-cpu", progress=False,
+    pytest.param("log-dir-is-a-file", lambda w: Server("instruct", engine="vllm-cpu", progress=False,
                                            log_dir=w["file"]).start(),
-     ServerStartError, "is a file, not a directory"),
+     ServerStartError, "is a file, not a directory", marks=pytest.mark.engine, id="log-dir-is-a-file"),
     ("connect-without-scheme", lambda w: Server.connect("localhost:8000"), ServerError,
      "is not an http:// or https:// URL"),
     ("connect-html", lambda w: Server.connect(w["html"] + "/v1", api_key="k"), ServerError,
@@ -387,7 +397,7 @@ API_CASES = [
 
 @pytest.mark.timeout(LIMIT_S)
 @pytest.mark.parametrize(("case_id", "call", "error", "says"), API_CASES,
-                         ids=[c[0] for c in API_CASES])  # fmt: skip
+                         ids=[c[0] if isinstance(c, tuple) else c.id for c in API_CASES])  # fmt: skip
 def test_api(case_id, call, error, says, world):
     with pytest.raises(error) as info:
         call(world)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from helpers import bench
-from helpers.bench import BenchConfig, BenchError, RequestRecord, compute_metrics
+from cookbook import bench
+from cookbook.bench import BenchConfig, BenchError, RequestRecord, compute_metrics
 from tests import fake_openai
 from tests.fake_openai import FakeServer
 

@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-from helpers import bench
-from helpers.server import Server, cpu_engine_python, fixture_path
+from cookbook import bench
+from cookbook.server import Server, cpu_engine_python, fixture_path
+
+pytestmark = pytest.mark.engine  # every test here starts an engine
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers.server import free_port
+from cookbook.server import free_port
 from tests.browser_support import CHROMEDRIVER, CHROMIUM, WAIT_S, chromium, stop_tree
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,6 +51,7 @@ _missing = [
     if not ok
 ]
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(bool(_missing), reason="browser test needs " + ", ".join(_missing)),
     pytest.mark.timeout(900),
 ]

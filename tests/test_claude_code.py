@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.server import Server, fixture_path
+from cookbook.server import Server, fixture_path
 from tests.conftest import CANARY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,6 +28,7 @@ CLAUDE = REPO / ".venvs" / "claude-code" / "node_modules" / ".bin" / "claude"
 LONG_CONTEXT = 65536
 
 pytestmark = [
+    pytest.mark.engine,
     pytest.mark.skipif(
         not CLAUDE.exists(), reason="no Claude Code CLI: bash ci/setup.sh claude-code"
     ),

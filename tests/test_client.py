@@ -7,8 +7,8 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from helpers import client
-from helpers.client import ToolCallAccumulator, reasoning_of, stream_events
+from cookbook import client
+from cookbook.client import ToolCallAccumulator, reasoning_of, stream_events
 
 
 def _delta(content=None, tool_calls=None, **extra):

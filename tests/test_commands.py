@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import commands
-from helpers.commands import PlaceholderError, Placeholders, launch_spec, render
-from helpers.recipes import CookbookChoiceError
+from cookbook import commands
+from cookbook.commands import PlaceholderError, Placeholders, launch_spec, render
+from cookbook.recipes import CookbookChoiceError
 from tests.reference import SERVING
 
 MODELS = SERVING

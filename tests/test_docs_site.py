@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import docs
-from helpers.server import free_port
+from cookbook.server import free_port
+from cookbook_tools import docs
 from tests.browser_support import CHROMEDRIVER, CHROMIUM, WAIT_S, chromium, stop_tree
 from tests.conftest import CANARY, RUN_TIMEOUT
 
@@ -36,7 +36,8 @@ _missing = [
     if not ok
 ]
 pytestmark = [
-    pytest.mark.skipif(bool(_missing), reason="the docs browser test needs " + ", ".join(_missing))
+    pytest.mark.browser,
+    pytest.mark.skipif(bool(_missing), reason="the docs browser test needs " + ", ".join(_missing)),
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from helpers import doctor
+from cookbook_tools import doctor
 
 
 def test_busy_port_is_reported():

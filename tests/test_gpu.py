@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import gpu
+from cookbook import gpu
 
 ANSWERS = Path(__file__).parent / "data" / "nvidia-smi"
 EXPECTED = {
@@ -128,7 +128,7 @@ def test_no_nvidia_smi_means_no_gpu(monkeypatch):
 
 
 def test_a_gpu_already_in_use_is_refused_with_the_reason(tmp_path, monkeypatch):
-    from helpers import server
+    from cookbook import server
 
     exe = _fake_smi(
         tmp_path,
@@ -149,7 +149,7 @@ def test_a_gpu_already_in_use_is_refused_with_the_reason(tmp_path, monkeypatch):
 
 
 def test_an_idle_gpu_passes(tmp_path, monkeypatch):
-    from helpers import server
+    from cookbook import server
 
     _fake_smi(
         tmp_path,

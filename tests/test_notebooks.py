@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import project, runner
+from cookbook import paths
+from cookbook_tools import runner
 
 NOTEBOOKS = runner.available()
 STANDARD_PARAMETERS = {
@@ -65,16 +66,16 @@ def test_colab_badge_and_clone_agree_with_pyproject(path: Path):
 
     nb = nbformat.read(path, as_version=4)
     text = "\n".join(cell.source for cell in nb.cells)
-    assert project.colab_url(path.name) in nb.cells[0].source  # the badge, in the title cell
+    assert paths.colab_url(path.name) in nb.cells[0].source  # the badge, in the title cell
     colab = re.findall(r"https://colab\.research\.google\.com/github/[^)\s\"]+", text)
-    assert colab == [project.colab_url(path.name)]
+    assert colab == [paths.colab_url(path.name)]
     clones = re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", text)
     assert clones and set(clones) <= {
-        project.repository_url(),
+        paths.repository_url(),
         "https://github.com/sgl-project/sglang",
     }
     boot = nb.cells[3]
-    assert "google.colab" in boot.source and project.repository_url() in boot.source
+    assert "google.colab" in boot.source and paths.repository_url() in boot.source
     # Loud failure: every step's exit status is checked and its output shown.
     assert "if done.returncode:" in boot.source and "raise RuntimeError" in boot.source
     assert nb.cells[2].cell_type == "markdown" and "Colab" in nb.cells[2].source
@@ -82,11 +83,11 @@ def test_colab_badge_and_clone_agree_with_pyproject(path: Path):
 
 
 def test_repository_url_is_stated_once():
-    assert project.repository_url().startswith("https://github.com/")
-    data = (Path(project.REPO_ROOT) / "data" / "recipes.yaml").read_text()
-    assert project.github_slug() not in data  # pyproject.toml holds it, nothing else
-    readme = (Path(project.REPO_ROOT) / "README.md").read_text()
-    assert f"git clone {project.repository_url()} " in readme
+    assert paths.repository_url().startswith("https://github.com/")
+    data = (Path(paths.REPO_ROOT) / "data" / "recipes.yaml").read_text()
+    assert paths.github_slug() not in data  # pyproject.toml holds it, nothing else
+    readme = (Path(paths.REPO_ROOT) / "README.md").read_text()
+    assert f"git clone {paths.repository_url()} " in readme
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -157,6 +158,7 @@ def test_error_excerpt_keeps_the_log_tail():
     assert runner._error_excerpt(RuntimeError("short")) == "RuntimeError: short"
 
 
+@pytest.mark.engine
 def test_a_relative_out_dir_reaches_the_notebooks_as_an_absolute_path(tmp_path, monkeypatch):
     # The notebooks run in notebooks/: a relative RESULTS_PATH would land (or not) there.
     seen = {}
@@ -172,6 +174,7 @@ def test_a_relative_out_dir_reaches_the_notebooks_as_an_absolute_path(tmp_path, 
     assert (tmp_path / "runs" / "here" / "summary.json").exists()
 
 
+@pytest.mark.engine
 def test_ctrl_c_keeps_the_summary_and_stops_the_run(tmp_path, monkeypatch):
     calls = []
 
@@ -267,7 +270,7 @@ class _StubServer:
 def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
     import os
 
-    from helpers import server as server_module
+    from cookbook import server as server_module
 
     monkeypatch.setattr(server_module, "Server", _StubServer)
     _StubServer.started = []
@@ -310,7 +313,7 @@ def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
 
 
 def test_a_notebook_kernel_adopts_the_shared_server(monkeypatch, tmp_path):
-    from helpers import server as server_module
+    from cookbook import server as server_module
     from tests.fake_openai import FakeServer
 
     with FakeServer() as fake:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import runner
+from cookbook_tools import runner
 from tests.conftest import CANARY, RUN_TIMEOUT
+
+pytestmark = pytest.mark.engine  # every test here starts an engine
 
 
 @RUN_TIMEOUT

@@ -19,9 +19,9 @@ import subprocess
 
 import pytest
 
-from helpers.client import ToolCallAccumulator, reasoning_of
-from helpers.server import Server, fixture_path
-from helpers.tools import WEATHER_TOOL
+from cookbook.client import ToolCallAccumulator, reasoning_of
+from cookbook.server import Server, fixture_path
+from cookbook.tools import WEATHER_TOOL
 
 TOOL_PROMPTS = [
     "What's the weather like in Paris today?",
@@ -239,7 +239,7 @@ def _delta(d):
 
 @pytest.fixture(scope="module")
 def broken(sglang_check_python):
-    from helpers.server import cpu_engine_python
+    from cookbook.server import cpu_engine_python
 
     job = {"tokenizer": str(fixture_path("instruct")), "tools": [WEATHER_TOOL],
            "texts": BROKEN_CALLS}  # fmt: skip
@@ -272,8 +272,8 @@ def test_a_broken_call_in_both_parsers(broken):
     JSON. The cookbook's client copes with each: no call is a plain answer; an unknown name or
     broken arguments come back to the model as an error result (run_tool), never an exception.
     """
-    from helpers.client import ToolCall, ToolCallAccumulator, run_tool
-    from helpers.tools import REGISTRY
+    from cookbook.client import ToolCall, ToolCallAccumulator, run_tool
+    from cookbook.tools import REGISTRY
 
     vllm, sglang = broken
     for name in BROKEN_CALLS:

@@ -7,6 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,6 +68,7 @@ def sglang_pins() -> dict[str, str]:
     return pins
 
 
+@pytest.mark.engine
 def test_sglang_pins_an_openai_the_kernel_cannot_hold():
     pins = sglang_pins()
     assert pins["openai"] == "2.8.0"  # why SGLang has an environment of its own (README)

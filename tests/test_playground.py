@@ -6,8 +6,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from helpers.commands import line_diff, playground
-from helpers.recipes import CookbookChoiceError
+from cookbook.commands import line_diff, playground
+from cookbook.recipes import CookbookChoiceError
 
 
 @pytest.mark.parametrize("tp", [None, 1])

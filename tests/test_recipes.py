@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from helpers.recipes import RecipeError, load_recipes_file, parse_recipes
+from cookbook.recipes import RecipeError, load_recipes_file, parse_recipes
 from tests.reference import SERVING
 
 EXTRA = {

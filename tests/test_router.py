@@ -18,9 +18,9 @@ import httpx
 import psutil
 import pytest
 
-from helpers import router
-from helpers.recipes import load_recipes
-from helpers.server import port_in_use
+from cookbook import router
+from cookbook.recipes import load_recipes
+from cookbook.server import port_in_use
 from tests.test_sglang_parser import sglang_check
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +62,7 @@ def parsed(sglang_check_python):
 
 
 def _cell(hw: str, variant: str) -> str:
-    from helpers import commands
+    from cookbook import commands
 
     return commands.render(commands.launch_spec(hw, variant))
 
@@ -237,7 +237,7 @@ def test_the_router_requires_the_key_and_forwards_it(stand_in_workers):
 OWNER = """
 import sys, time
 from types import SimpleNamespace
-from helpers import router
+from cookbook import router
 workers = [SimpleNamespace(api_key="k" * 20, model="m", base_url=url) for url in sys.argv[1:]]
 gateway = router.Router(workers).start()
 print(gateway.pid, gateway.port, flush=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers.server import Server, ServerError, ServerStartError, port_in_use
+from cookbook.server import Server, ServerError, ServerStartError, port_in_use
 
 REPO = Path(__file__).resolve().parent.parent
 # Every failure is reported within this. SGLang imports its stack for about 20 s on 2 cores
@@ -27,7 +27,7 @@ FAILURE_BUDGET_S = 60
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_sglang():
-    from helpers import machine
+    from cookbook import machine
 
     if machine.sglang_program() is None:
         pytest.fail("SGLang is not installed: run `bash ci/setup.sh sglang`")
@@ -186,7 +186,7 @@ def _owner_script(body: str) -> list[str]:
         # An interactive Python's Ctrl-C handler, even when CI's shell started us with SIGINT
         # ignored (background jobs of a non-interactive shell inherit SIG_IGN for it).
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        from helpers.server import Server
+        from cookbook.server import Server
         """
     ) + textwrap.dedent(body)
     return [sys.executable, "-c", code]
@@ -337,7 +337,7 @@ def test_readiness_timeout_is_reported_and_cleaned_up():
 
 def test_one_server_per_kernel():
     """A launch cell run twice reuses the server; launching another variant stops it first."""
-    from helpers.server import launch, live_servers
+    from cookbook.server import launch, live_servers
 
     said: list[str] = []
     # The cookbook's own policy, whatever the engine: vLLM's CPU build starts quicker.
@@ -365,7 +365,7 @@ def test_running_notebook_01s_launch_cell_twice_leaves_one_server():
     """The launch cell of notebook 01, executed twice in one namespace as a kernel would."""
     import nbformat
 
-    from helpers.server import live_servers
+    from cookbook.server import live_servers
 
     nb = nbformat.read(REPO / "notebooks" / "01_chat.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))

@@ -14,9 +14,9 @@ import types
 
 import pytest
 
-from helpers import bench, server_metrics
-from helpers.bench import BenchConfig
-from helpers.server import REPO_ROOT, fixture_path
+from cookbook import bench, server_metrics
+from cookbook.bench import BenchConfig
+from cookbook.server import REPO_ROOT, fixture_path
 
 LABELS = '{engine="0",model_name="m"}'
 

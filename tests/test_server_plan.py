@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from helpers import server
-from helpers.recipes import CookbookChoiceError
-from helpers.server import Server, ServerStartError, plan_launch
+from cookbook import server
+from cookbook.recipes import CookbookChoiceError
+from cookbook.server import Server, ServerStartError, plan_launch
 
 
 def _pairs(argv) -> dict[str, str]:
@@ -29,7 +29,7 @@ def test_sglang_cpu_plan_is_the_h100_cell_moved_to_the_cpu():
     assert flags["--tool-call-parser"] == "lfm2" and "--trust-remote-code" in plan.argv
     # The stand-ins reach every SGLang process through the environment; CUDA IPC is dropped.
     assert plan.env["SGLANG_USE_CPU_ENGINE"] == "1"
-    assert plan.env["PYTHONPATH"].split(":")[0].endswith("helpers/engine_side/sglang_cpu")
+    assert plan.env["PYTHONPATH"].split(":")[0].endswith("cookbook/engine_side/sglang_cpu")
     assert "SGLANG_USE_CUDA_IPC_TRANSPORT" not in plan.env
     assert plan.api_key_flag == "--api-key" and "--api-key" not in plan.argv
     assert "stand-ins" in plan.notes[0] and "not LFM2.5" in plan.notes[0]
@@ -38,7 +38,7 @@ def test_sglang_cpu_plan_is_the_h100_cell_moved_to_the_cpu():
 
 
 def test_sglang_cpu_departure_from_the_gpu_command_is_shown_line_by_line():
-    from helpers import commands
+    from cookbook import commands
 
     diff = commands.cpu_launch_diff("vl", "data/fixtures/lfm2-vl-tiny", "fixture/lfm2-vl-tiny")
     removed = [d.text.strip() for d in diff if d.tag == "-"]
@@ -49,7 +49,7 @@ def test_sglang_cpu_departure_from_the_gpu_command_is_shown_line_by_line():
         "--model-path LiquidAI/LFM2.5-VL-1.6B",
     ]
     assert "--device cpu" in added and "--model-path data/fixtures/lfm2-vl-tiny" in added
-    assert "PYTHONPATH=helpers/engine_side/sglang_cpu" in added
+    assert "PYTHONPATH=cookbook/engine_side/sglang_cpu" in added
     kept = [d.text.strip() for d in diff if d.tag == " "]
     assert kept[:3] == ["sglang serve", "--trust-remote-code", "--tp 1"]
     spec = commands.cpu_launch_spec("vl", "m", "m")
@@ -150,6 +150,7 @@ def test_unknown_variant_fails_before_anything_runs():
         Server("mega", engine="sglang-cpu")
 
 
+@pytest.mark.engine
 def test_missing_model_directory_fails_at_once(tmp_path):
     with pytest.raises(ServerStartError, match="has no config.json"):
         Server("instruct", "sglang-cpu", model=str(tmp_path / "nope"), progress=False).start()

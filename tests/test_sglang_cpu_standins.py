@@ -1,5 +1,5 @@
 """SGLang on the CPU (engine sglang-cpu): the cookbook's torch stand-ins in
-helpers/engine_side/sglang_cpu compute what they stand in for, are what SGLang runs, and the whole
+cookbook/engine_side/sglang_cpu compute what they stand in for, are what SGLang runs, and the whole
 server then answers, token for token, what Hugging Face transformers answers.
 
 - The causal convolution and the token-pool scatter against independent references
@@ -30,15 +30,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import machine
-from helpers.server import Server, fixture_path, plan_launch
+from cookbook import machine
+from cookbook.server import Server, fixture_path, plan_launch
 from tests.test_server import WEATHER_TOOL  # the same tool, so the same prompts as before
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_DIR = REPO / "tests" / "engine_probe"
 STANDINS = REPO / "helpers" / "engine_side" / "sglang_cpu"
 # Setting up the server, the reference and six requests on two busy cores: minutes, not seconds.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.engine]
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import machine
-from helpers.recipes import load_recipes
-from helpers.server import Server, plan_launch
+from cookbook import machine
+from cookbook.recipes import load_recipes
+from cookbook.server import Server, plan_launch
 
 SITE_DIR = Path(__file__).resolve().parent / "engine_probe" / "sglang_site"
 PROMPT = "Zebra quokka lantern"  # appears in no metric, help text or log line by chance

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.tools import calculate, get_weather, weather_table
+from cookbook.tools import calculate, get_weather, weather_table
 
 
 def test_weather_lookup_is_forgiving_about_case_and_spaces():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.vision import Box, draw_boxes, iou, load_truth, parse_boxes
+from cookbook.vision import Box, draw_boxes, iou, load_truth, parse_boxes
 
 IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
 

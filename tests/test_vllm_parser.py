@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import commands
-from helpers.recipes import load_recipes, parse_recipes
-from helpers.server import cpu_engine_python, plan_launch
+from cookbook import commands
+from cookbook.recipes import load_recipes, parse_recipes
+from cookbook.server import cpu_engine_python, plan_launch
+
+pytestmark = pytest.mark.engine  # every test here starts an engine
 
 CHECKER = Path(__file__).resolve().parent.parent / "ci" / "vllm_argcheck.py"
 

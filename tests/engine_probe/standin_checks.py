@@ -1,8 +1,8 @@
 """Runs inside the SGLang environment (it has torch): each CPU stand-in of
-helpers/engine_side/sglang_cpu against an independent reference on random inputs. Prints one JSON
+cookbook/engine_side/sglang_cpu against an independent reference on random inputs. Prints one JSON
 object, case -> largest absolute difference (or a boolean), for tests/test_sglang_cpu_standins.py.
 
-    PYTHONPATH=helpers/engine_side/sglang_cpu .venvs/sglang/bin/python \
+    PYTHONPATH=cookbook/engine_side/sglang_cpu .venvs/sglang/bin/python \
         tests/engine_probe/standin_checks.py [NAME ...]
 
 Each NAME (a name SGLang probes torch.ops.sgl_kernel for) is reported under "probes_present":

@@ -5,7 +5,7 @@ Two halves, like the rest of the cookbook:
     the one-command form (`sglang_router.launch_server --dp-size N`), the two-step form (N plain
     cells, then `sglang_router.launch_router --worker-urls ...`), and multi-node tensor
     parallelism, all Not Verified (data/recipes.yaml: scale_out);
-  * `launch_replicas`, which the notebook uses: N servers of one model (helpers.server, one API
+  * `launch_replicas`, which the notebook uses: N servers of one model (cookbook.server, one API
     key for all of them) and a router in front, owned like any server: bound to 127.0.0.1, the
     key required, and stopped with its owner, even when the owner is killed.
 """
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import httpx
 
-from helpers import commands, gpu, server_metrics
-from helpers.engine_side.cookbook_router import KEY_ENV as ROUTER_KEY_ENV
-from helpers.recipes import Recipes, load_recipes
-from helpers.server import (
+from cookbook import commands, gpu, server_metrics
+from cookbook.engine_side.cookbook_router import KEY_ENV as ROUTER_KEY_ENV
+from cookbook.errors import CookbookError
+from cookbook.recipes import Recipes, load_recipes
+from cookbook.server import (
     ENGINE_SIDE_DIR,
     LOG_TAIL_LINES,
     STOP_GRACE_S,
@@ -40,7 +41,7 @@ from helpers.server import (
 _CONTINUATION = " \\\n"
 
 
-class RouterError(RuntimeError):
+class RouterError(CookbookError, RuntimeError):
     """The router did not start, or a replica set is not what a router can front."""
 
 
@@ -373,7 +374,7 @@ def launch_replicas(
     GPU two SGLang servers must not size their memory pools at the same moment), then the router.
     Anything that fails to start stops what was already running."""
 
-    from helpers.server import live_servers, resolve_engine
+    from cookbook.server import live_servers, resolve_engine
 
     recipes = load_recipes()
     replicas = _check_replicas(recipes.scale_out.replicas if replicas is None else replicas)

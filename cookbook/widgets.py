@@ -7,7 +7,7 @@ Two layers:
   the badge, the Playground diff, the submit URL and the cURL check; :func:`command_html` and
   friends turn a state into the HTML the panel shows. These are what the unit tests exercise.
 * :class:`DeployPanel`: ipywidgets controls that build a Selection on every change and render its
-  state, plus Launch / Stop / Check buttons that run a server through :mod:`helpers.server`.
+  state, plus Launch / Stop / Check buttons that run a server through :mod:`cookbook.server`.
 
 The Hugging Face token typed into the panel goes into the launched engine's environment and
 nowhere else: commands name the variable (``--env HF_TOKEN``), never its value; the masked field
@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from helpers import commands, gpu
-from helpers.commands import DiffLine, PlaceholderError, Placeholders
-from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
+from cookbook import commands, gpu
+from cookbook.commands import DiffLine, PlaceholderError, Placeholders
+from cookbook.recipes import CookbookChoiceError, Recipes, load_recipes
 
 NO_TP = 0  # the TP picker's value for "no override" (selection widgets cannot hold None)
 VERIFIED, NOT_VERIFIED = "Verified", "Not Verified"
@@ -539,7 +539,7 @@ class DeployPanel:
     def _launch_note(self) -> str:
         if self.base_url:
             return f"Launch connects to {self.base_url} (BASE_URL) instead of starting a server."
-        from helpers.server import resolve_engine
+        from cookbook.server import resolve_engine
 
         try:
             engine = resolve_engine(self.engine)
@@ -558,7 +558,7 @@ class DeployPanel:
         )
 
     def _new_server(self, secret_env: dict[str, str] | None = None):
-        from helpers.server import Server
+        from cookbook.server import Server
 
         selection = self.selection
         port = int(Placeholders.resolve({"PORT": selection.port}, self.recipes).PORT)
@@ -578,7 +578,7 @@ class DeployPanel:
     def launch(self):
         """Start (or connect to) the server for the current selection; block until it is ready.
 
-        Returns the :class:`helpers.server.Server`; raises ServerError with the log's tail.
+        Returns the :class:`cookbook.server.Server`; raises ServerError with the log's tail.
         """
         if self.server is not None and self.server.alive:
             return self.server
@@ -591,7 +591,7 @@ class DeployPanel:
         server = None
         try:
             if self.base_url:
-                from helpers.server import launch
+                from cookbook.server import launch
 
                 server = launch(
                     self.variant.value,
@@ -652,8 +652,8 @@ class DeployPanel:
 
     def check(self) -> tuple[str, str]:
         """Send the cURL check's request to the running server: (curl text, answer)."""
-        from helpers.client import curl_check
-        from helpers.server import ServerError
+        from cookbook.client import curl_check
+        from cookbook.server import ServerError
 
         if self.server is None:
             raise ServerError("no server is running: launch one first")

@@ -16,14 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+from cookbook.errors import BadInputError
+from cookbook.paths import NOTEBOOKS_DIR, REPO_ROOT
+
 DEFAULT_OUT = REPO_ROOT / "runs" / "latest"
 CELL_TIMEOUT_S = 900
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY")
 
 
-class RunnerError(ValueError):
+class RunnerError(BadInputError, ValueError):
     """Bad input to the runner (unknown notebook, unwritable output folder)."""
 
 
@@ -126,9 +127,9 @@ def run_one(
 
 
 def launches_its_server(notebook: Path) -> bool:
-    """Whether the notebook starts its server with helpers.server.launch (and so can be handed
+    """Whether the notebook starts its server with cookbook.server.launch (and so can be handed
     one): 08 runs its own replicas, 09 launches from its panel."""
-    return "from helpers.server import launch" in notebook.read_text()
+    return "from cookbook.server import launch" in notebook.read_text()
 
 
 def default_parameters(notebook: Path) -> dict[str, Any]:
@@ -142,7 +143,7 @@ def default_parameters(notebook: Path) -> dict[str, Any]:
 
 
 class SharedServers:
-    """The servers `cookbook run` starts for its notebooks and hands to them (helpers.server
+    """The servers `cookbook run` starts for its notebooks and hands to them (cookbook.server
     SHARED_ENV): one per (variant, engine) a notebook asks for, up for the whole run.
 
     The CPU engines only: its fixtures are small enough to keep several up. On a GPU a kept server
@@ -150,7 +151,7 @@ class SharedServers:
     no two consecutive notebooks ask for the same model there, so nothing would be saved."""
 
     def __init__(self, engine: str, echo=print):
-        from helpers.server import SHARED_ENV
+        from cookbook.server import SHARED_ENV
 
         self.engine, self.echo = engine, echo
         self.folder = Path(tempfile.mkdtemp(prefix="lfm25-shared-"))  # 0700
@@ -185,7 +186,7 @@ class SharedServers:
     def prepare(self, notebook: Path, parameters: dict[str, Any]) -> float | None:
         """Start the server the notebook will ask for, unless it runs already; returns the
         start-up seconds spent for this notebook (None: nothing was started)."""
-        from helpers.server import Server, ServerStartError
+        from cookbook.server import Server, ServerStartError
 
         key = self.wanted(notebook, parameters)
         if key is None:
@@ -207,7 +208,7 @@ class SharedServers:
         return server.startup_s
 
     def close(self) -> None:
-        from helpers.server import SHARED_ENV
+        from cookbook.server import SHARED_ENV
 
         for server in self.servers.values():
             server.stop()
@@ -245,8 +246,8 @@ def run(
         raise RunnerError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
     # Decide the engine once, before any notebook: a GPU without SGLang fails here in seconds
     # (machine.EngineUnavailableError) instead of in every notebook, and nothing falls back.
-    from helpers import gpu, machine
-    from helpers.server import resolve_engine
+    from cookbook import gpu, machine
+    from cookbook.server import resolve_engine
 
     engine = resolve_engine(engine)
     if engine == "sglang" and machine.sglang_program() is None:  # asked for by name
@@ -299,7 +300,7 @@ def run_context(engine: str) -> dict[str, Any]:
     import platform
     import subprocess
 
-    from helpers import gpu, machine
+    from cookbook import gpu, machine
 
     try:
         commit = subprocess.run(

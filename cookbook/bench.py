@@ -36,7 +36,8 @@ from typing import Any, Literal
 import httpx
 import yaml
 
-from helpers.recipes import DATA_DIR
+from cookbook.errors import BadInputError
+from cookbook.paths import DATA_DIR, REPO_ROOT
 
 BENCH_DATA = DATA_DIR / "benchmarks.yaml"
 PUBLISHED_DATA = DATA_DIR / "published-benchmarks.yaml"
@@ -46,7 +47,7 @@ Endpoint = Literal["completions", "chat"]
 RangeConvention = Literal["vllm", "sglang"]
 
 
-class BenchError(ValueError):
+class BenchError(BadInputError, ValueError):
     """A bad benchmark setting, named with what is valid."""
 
 
@@ -998,7 +999,7 @@ def summary_table(rows: dict[str, dict[str, Any]], fields: Sequence[str] | None 
 
 # --------------------------------------------------------------------------- reference harnesses
 
-VLLM_BENCH_SHIM = Path(__file__).resolve().parent.parent / "ci" / "bench" / "vllm_bench_serve.py"
+VLLM_BENCH_SHIM = REPO_ROOT / "ci" / "bench" / "vllm_bench_serve.py"
 
 
 SGLANG_BENCH_SHIM = VLLM_BENCH_SHIM.parent / "sglang_bench_serving.py"

@@ -11,12 +11,13 @@ import ast
 import functools
 import math
 import operator
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-WEATHER_PATH = Path(__file__).resolve().parent.parent / "data" / "weather.yaml"
+from cookbook.paths import DATA_DIR
+
+WEATHER_PATH = DATA_DIR / "weather.yaml"
 MAX_EXPRESSION_CHARS = 200
 MAX_POWER = 64
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.recipes import load_recipes
+from cookbook.errors import CookbookError
+from cookbook.recipes import load_recipes
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 
@@ -205,7 +206,7 @@ class ToolLoopResult:
     messages: list[dict]
 
 
-class ToolLoopError(RuntimeError):
+class ToolLoopError(CookbookError, RuntimeError):
     """The model kept calling tools past the allowed number of rounds."""
 
 

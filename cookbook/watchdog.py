@@ -1,9 +1,9 @@
 """Kill a server's processes when the Python process that owns it dies, even by SIGKILL.
 
-Started by :class:`helpers.server.Server` next to each engine it launches, in its own session so
+Started by :class:`cookbook.server.Server` next to each engine it launches, in its own session so
 that it outlives the owner::
 
-    python -m helpers.watchdog OWNER_PID OWNER_CREATE_TIME ENGINE_PID ENGINE_CREATE_TIME
+    python -m cookbook.watchdog OWNER_PID OWNER_CREATE_TIME ENGINE_PID ENGINE_CREATE_TIME
 
 The engine is started as a session leader, so every process it spawns stays in its session
 (a process can only move to another group of its own session, and only `setsid` leaves it).

@@ -17,7 +17,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from cookbook.errors import BadInputError
+from cookbook.paths import DATA_DIR
+
 RECIPES_PATH = DATA_DIR / "recipes.yaml"
 RECIPES_ENV = "COOKBOOK_RECIPES"  # another recipes file, e.g. a fork's edited copy
 
@@ -128,11 +130,13 @@ def _check_shell_lines(lines: list[str]) -> list[str]:
     return lines
 
 
-class RecipeError(ValueError):
+class RecipeError(BadInputError, ValueError):
+    names_command = False
     """The recipes file is missing, unreadable or does not match the schema."""
 
 
-class CookbookChoiceError(ValueError):
+class CookbookChoiceError(BadInputError, ValueError):
+    names_command = False
     """A name given by the user is not one of the valid choices."""
 
     def __init__(self, what: str, given: object, valid: list[str]):

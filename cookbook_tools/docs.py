@@ -20,10 +20,11 @@ from typing import Any
 import nbformat
 import yaml
 
-from helpers import commands, project
-from helpers.recipes import load_recipes
+from cookbook import commands, paths
+from cookbook.errors import CookbookError
+from cookbook.paths import REPO_ROOT
+from cookbook.recipes import load_recipes
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN = REPO_ROOT / "runs" / "latest"
 DEFAULT_SITE = REPO_ROOT / "site"
 STAGING = REPO_ROOT / "build" / "docs"
@@ -48,7 +49,7 @@ BADGE_SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" r
 <text x="47" y="14">in Colab</text></g></svg>"""
 
 
-class DocsError(RuntimeError):
+class DocsError(CookbookError, RuntimeError):
     """The site cannot be built from what is there (no run, a failed build): says what to do."""
 
 
@@ -95,7 +96,7 @@ def provenance_html(entry: dict[str, Any], summary: dict[str, Any]) -> str:
         + ".</p>"
     )
     lines.append(
-        f'<p><a href="{project.colab_url(name)}">Open in Colab</a>'
+        f'<p><a href="{paths.colab_url(name)}">Open in Colab</a>'
         f'<a href="../downloads/{name}" download>Download this notebook (with outputs)</a></p>'
     )
     lines.append("</div>")
@@ -106,7 +107,7 @@ def readme_opening() -> str:
     """The README up to its first section: the landing page's introduction."""
     text = (REPO_ROOT / "README.md").read_text()
     head = text.split("\n## ", 1)[0]
-    return head.replace("](data/", f"]({project.repository_url()}/blob/{project.BRANCH}/data/")
+    return head.replace("](data/", f"]({paths.repository_url()}/blob/{paths.BRANCH}/data/")
 
 
 def index_page(summary: dict[str, Any], pages: list[tuple[str, dict[str, Any]]]) -> str:
@@ -131,7 +132,7 @@ def index_page(summary: dict[str, Any], pages: list[tuple[str, dict[str, Any]]])
         + "\n".join(rows)
         + "\n\nAlso here: [the verified matrix](matrix.md) and "
         "[the published benchmark numbers](benchmarks.md). The source, with the stripped "
-        f"notebooks: [{project.github_slug()}]({project.repository_url()}).\n"
+        f"notebooks: [{paths.github_slug()}]({paths.repository_url()}).\n"
     )
 
 
@@ -175,7 +176,7 @@ def matrix_page() -> str:
 
 
 def benchmarks_page() -> str:
-    from helpers import bench
+    from cookbook import bench
 
     data = bench.published()
     card = data["sglang_cookbook_card"]
@@ -345,7 +346,7 @@ def build(run_dir: Path = DEFAULT_RUN, site_dir: Path = DEFAULT_SITE, echo=print
 def run_summary_markdown(run_dir: Path) -> str:
     """A run as Markdown (for $GITHUB_STEP_SUMMARY): the notebook table, then the benchmark
     notebook's figures beside the SGLang card's for the same GPU and variant."""
-    from helpers import bench
+    from cookbook import bench
 
     summary = load_summary(run_dir)
     out = [

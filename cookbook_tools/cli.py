@@ -10,12 +10,17 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import commands, doctor, machine
-from helpers.recipes import CookbookChoiceError, RecipeError, is_host, is_port, load_recipes
+from cookbook import commands, machine
+from cookbook.errors import BadInputError, CookbookError
+from cookbook.recipes import is_host, is_port, load_recipes
+from cookbook_tools import doctor
 
 
-class UsageError(Exception):
-    """Bad command-line input: reported as one line on stderr, exit status 2."""
+class UsageError(BadInputError):
+    """Bad command-line input, its message already in the CLI's words: one line, exit status 2."""
+
+    def cli_message(self, command: str | None) -> str:
+        return str(self)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,7 +170,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from helpers.server import Server, ServerError
+    from cookbook.server import Server
 
     if args.hw and args.engine in ("sglang-cpu", "vllm-cpu", "vllm"):
         raise UsageError(
@@ -185,9 +190,6 @@ def _serve(args: argparse.Namespace) -> int:
         server = Server(args.variant, engine=args.engine, model=args.model, hw=args.hw,
                         host=args.host, port=args.port)  # fmt: skip
         server.start()
-    except ServerError as exc:
-        print(f"cookbook serve: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:  # start() has already stopped what it launched
         print("\ncookbook serve: interrupted during start-up; the engine was stopped",
               file=sys.stderr)  # fmt: skip
@@ -207,32 +209,28 @@ def _serve(args: argparse.Namespace) -> int:
         server.raise_if_dead()
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
-    except ServerError as exc:
-        print(f"cookbook serve: error: {exc}", file=sys.stderr)
-        return 1
     finally:
         server.stop()
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from helpers import runner
+    from cookbook_tools import runner
 
-    try:
-        notebooks = runner.select(args.notebooks)
-    except runner.RunnerError as exc:
-        raise UsageError(f"cookbook run: error: {exc}") from None
+    notebooks = runner.select(args.notebooks)
     if not notebooks:
         raise UsageError("cookbook run: error: no notebooks found in notebooks/")
     if args.variant is not None:
         load_recipes().model(args.variant)  # an unknown one fails here, not in every notebook
     started = time.monotonic()
-    try:
-        runs = runner.run(notebooks, Path(args.out), engine=args.engine, variant=args.variant,
-                          cell_timeout_s=args.cell_timeout,
-                          fresh_servers=args.fresh_servers)  # fmt: skip
-    except runner.RunnerError as exc:
-        raise UsageError(f"cookbook run: error: {exc}") from None
+    runs = runner.run(
+        notebooks,
+        Path(args.out),
+        engine=args.engine,
+        variant=args.variant,
+        cell_timeout_s=args.cell_timeout,
+        fresh_servers=args.fresh_servers,
+    )
     print(f"\n{'NOTEBOOK':<24} {'STATUS':<7} {'SECONDS':>7} {'START-UP':>8}  ENGINE  MODEL")
     for r in runs:
         startup = f"{r.startup_s:>8.1f}" if r.startup_s is not None else f"{'-':>8}"
@@ -249,19 +247,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from helpers import bench
+    from cookbook import bench
 
     if args.scale is not None and not args.preset:
         raise UsageError(
             "cookbook bench: error: --scale picks a version of --preset; without a preset it "
             "changes nothing (add --preset, or drop --scale)"
         )
-    try:
-        settings = bench.preset(args.preset, args.scale or "gpu") if args.preset else {}
-        if args.out:
-            bench.check_out_path(args.out)  # before the run: a bad --out must not lose results
-    except bench.BenchError as exc:
-        raise UsageError(f"cookbook bench: error: {exc}") from None
+    settings = bench.preset(args.preset, args.scale or "gpu") if args.preset else {}
+    if args.out:
+        bench.check_out_path(args.out)  # before the run: a bad --out must not lose results
     given = {
         "endpoint": args.endpoint, "input_len": args.input_len, "output_len": args.output_len,
         "num_prompts": args.num_prompts, "max_concurrency": args.max_concurrency,
@@ -276,27 +271,24 @@ def _bench(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"cookbook bench: error: --goodput {item!r}: expected NAME:MS, e.g. ttft:500"
             ) from None
-    try:
-        config = bench.BenchConfig(
-            base_url=args.base_url,
-            model=args.model,
-            api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
-            request_rate=math.inf if args.request_rate is None else args.request_rate,
-            burstiness=args.burstiness,
-            range_ratio=args.range_ratio,
-            range_convention=args.range_convention,
-            warmup=args.warmup,
-            ignore_eos=not args.no_ignore_eos,
-            seed=args.seed,
-            request_timeout_s=args.request_timeout,
-            run_timeout_s=args.run_timeout,
-            goodput_slo_ms=slo,
-            preset=args.preset,
-            **settings,
-        )
-        run = bench.run_benchmark(config, progress=not args.no_progress, log=print)
-    except bench.BenchError as exc:
-        raise UsageError(f"cookbook bench: error: {exc}") from None
+    config = bench.BenchConfig(
+        base_url=args.base_url,
+        model=args.model,
+        api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+        request_rate=math.inf if args.request_rate is None else args.request_rate,
+        burstiness=args.burstiness,
+        range_ratio=args.range_ratio,
+        range_convention=args.range_convention,
+        warmup=args.warmup,
+        ignore_eos=not args.no_ignore_eos,
+        seed=args.seed,
+        request_timeout_s=args.request_timeout,
+        run_timeout_s=args.run_timeout,
+        goodput_slo_ms=slo,
+        preset=args.preset,
+        **settings,
+    )
+    run = bench.run_benchmark(config, progress=not args.no_progress, log=print)
     result = run.result()
     print()
     print(bench.summary_table({"this run": {**result, "failed": run.metrics.failed}}))
@@ -315,25 +307,17 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    from helpers import docs
+    from cookbook_tools import docs
 
-    try:
-        site = docs.build(Path(args.run), Path(args.out))
-    except docs.DocsError as exc:
-        print(f"cookbook docs: error: {exc}", file=sys.stderr)
-        return 1
+    site = docs.build(Path(args.run), Path(args.out))
     print(f"open {site / 'index.html'}, or serve it: python -m http.server -d {site}")
     return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from helpers import docs
+    from cookbook_tools import docs
 
-    try:
-        print(docs.run_summary_markdown(Path(args.run)))
-    except docs.DocsError as exc:
-        print(f"cookbook summary: error: {exc}", file=sys.stderr)
-        return 1
+    print(docs.run_summary_markdown(Path(args.run)))
     return 0
 
 
@@ -458,24 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from helpers.machine import EngineUnavailableError
-
+    args = None
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except UsageError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except (CookbookChoiceError, commands.PlaceholderError, RecipeError) as exc:
-        print(f"cookbook: error: {exc}", file=sys.stderr)
-        return 2
-    except commands.UnsupportedGpuError as exc:
-        print(f"cookbook: unsupported: {exc}", file=sys.stderr)
-        return 2
-    except EngineUnavailableError as exc:
-        print(f"cookbook: error: {exc}", file=sys.stderr)
-        return 1
+    except CookbookError as exc:  # every error the cookbook raises on purpose: one line
+        print(exc.cli_message(getattr(args, "cmd", None)), file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("\ncookbook: interrupted (Ctrl-C)", file=sys.stderr)
         return 130

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "data" / "images"  # from ci/render_images.py
+from cookbook.paths import DATA_DIR
+
+IMAGES_DIR = DATA_DIR / "images"  # from ci/render_images.py
 GROUNDING_PROMPT = (
     "Detect every object in the image. Answer with JSON only: a list of objects "
     '[{"label": "<name>", "bbox": [x1, y1, x2, y2]}] with coordinates normalised to 0-1.'

@@ -5,11 +5,11 @@ Engines:
   vllm    vLLM on a GPU with the Lambda guide's flags, adapted per variant
   cpu     the CPU build of vLLM serving the project's tiny fixture models (not LFM2.5)
   auto    sglang when a CUDA GPU and SGLang are present, cpu when there is no GPU, and an
-          error naming the fix for anything in between (helpers.machine)
+          error naming the fix for anything in between (cookbook.machine)
 
 A server is a subprocess in its own process group with its output in a log file (0600, in a
 private directory). It binds 127.0.0.1 by default and requires a fresh random API key: on every
-path but /health for the vLLM engines (helpers/engine_side/cookbook_key_guard.py); for SGLang,
+path but /health for the vLLM engines (cookbook/engine_side/cookbook_key_guard.py); for SGLang,
 where its own --api-key leaves open (data/recipes.yaml: engines.sglang.key_note). It dies with
 its owner: on stop(), at interpreter exit, and, through a watchdog process, even when the owner
 is killed with SIGKILL.
@@ -42,16 +42,15 @@ from pathlib import Path
 import httpx
 import psutil
 
-from helpers import commands, gpu, machine
-from helpers.engine_side.cookbook_key_guard import OPEN_PATHS_ENV
-from helpers.recipes import CookbookChoiceError, Recipes, is_host, is_port, load_recipes
-from helpers.watchdog import kill_session
+from cookbook import commands, gpu, machine
+from cookbook.engine_side.cookbook_key_guard import OPEN_PATHS_ENV
+from cookbook.errors import CookbookError
+from cookbook.paths import ENGINE_SIDE_DIR, FIXTURES_DIR, REPO_ROOT, VENVS_DIR
+from cookbook.recipes import CookbookChoiceError, Recipes, is_host, is_port, load_recipes
+from cookbook.watchdog import kill_session
 
 ENGINES = machine.ENGINES
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES_DIR = REPO_ROOT / "data" / "fixtures"
-DEFAULT_CPU_PYTHON = REPO_ROOT / ".venvs" / "cpu-engine" / "bin" / "python"
-ENGINE_SIDE_DIR = Path(__file__).resolve().parent / "engine_side"  # on the engine's PYTHONPATH
+DEFAULT_CPU_PYTHON = VENVS_DIR / "cpu-engine" / "bin" / "python"
 LOG_TAIL_LINES = 40
 STOP_GRACE_S = 10.0
 # A server that never became ready has nothing to finish: a short grace before SIGKILL keeps an
@@ -62,7 +61,7 @@ PROGRESS_STEP_S = 5
 _PORT_IN_USE = ("address already in use", "errno 98")
 
 
-class ServerError(RuntimeError):
+class ServerError(CookbookError, RuntimeError):
     """A server failed; the message says what happened and ends with the tail of its log."""
 
 
@@ -503,7 +502,7 @@ def check_gpu_is_free(detection: gpu.Detection | None = None) -> None:
 class OwnedProcess:
     """A process this Python started and owns: in its own session (so that everything it starts
     can be found and stopped), killed by the kernel if the starting thread dies (PDEATHSIG), and
-    watched by helpers.watchdog, which ends it if its owner is killed, even by SIGKILL."""
+    watched by cookbook.watchdog, which ends it if its owner is killed, even by SIGKILL."""
 
     proc: subprocess.Popen
     create_time: float
@@ -532,7 +531,7 @@ class OwnedProcess:
             [
                 sys.executable,
                 "-m",
-                "helpers.watchdog",
+                "cookbook.watchdog",
                 str(owner.pid),
                 repr(owner.create_time()),
                 str(proc.pid),

@@ -7,22 +7,27 @@ The text layout follows the upstream Deploy panel: env assignments one per line,
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 import re
 import shlex
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
-from helpers.recipes import CookbookChoiceError, Recipes, load_recipes, placeholder_problem
+from cookbook.errors import BadInputError
+from cookbook.recipes import CookbookChoiceError, Recipes, load_recipes, placeholder_problem
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _CONTINUATION = " \\"
 
 
-class PlaceholderError(ValueError):
+class PlaceholderError(BadInputError, ValueError):
+    names_command = False
     """A placeholder override is not acceptable (bad port, a token where a name belongs, ...)."""
 
 
-class UnsupportedGpuError(ValueError):
+class UnsupportedGpuError(BadInputError, ValueError):
+    label = "unsupported"
+    names_command = False
     """No recipe can start on this GPU (compute capability, backends or memory), with the reason."""
 
 
@@ -426,9 +431,14 @@ def line_diff(base: str, new: str) -> tuple[DiffLine, ...]:
     return tuple(out)
 
 
-def _installed_sglang() -> str:
-    from helpers.doctor import package_version  # here: doctor imports server, which imports us
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
+
+def _installed_sglang() -> str:
     version = package_version("sglang")
     # Without SGLang here the form's required field is left to the submitter.
     return f"sglang=={version}" if version else ""

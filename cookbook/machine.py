@@ -1,7 +1,7 @@
 """What this machine can run: the engine `auto` means here, and what set-up must install for it.
 
 One decision, used three ways: by `resolve_engine` when a notebook launches a server, by
-`ci/setup.sh` (through `python -m helpers.machine --shell`) before it installs anything, and by
+`ci/setup.sh` (through `python -m cookbook.machine --shell`) before it installs anything, and by
 the Colab bootstrap. It never downgrades in silence: a GPU without SGLang, a GPU SGLang cannot
 run, or an nvidia-smi that fails is an error that says what to do, not a quiet switch to the CPU.
 """
@@ -12,12 +12,13 @@ import argparse
 import os
 import shutil
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import commands, gpu
-from helpers.recipes import CookbookChoiceError, Recipes, load_recipes
+from cookbook import commands, gpu
+from cookbook.errors import CookbookError
+from cookbook.paths import REPO_ROOT, VENVS_DIR, pyproject
+from cookbook.recipes import CookbookChoiceError, Recipes, load_recipes
 
 ENGINES = ("auto", "sglang", "vllm", "sglang-cpu", "vllm-cpu")
 
@@ -27,19 +28,20 @@ def engine_family(engine: str) -> str:
     return engine.removesuffix("-cpu")
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SGLANG_VENV = REPO_ROOT / ".venvs" / "sglang"
+SGLANG_VENV = VENVS_DIR / "sglang"
 SETUP = "bash ci/setup.sh"  # run from the repository root
 
 
-class EngineUnavailableError(RuntimeError):
+class EngineUnavailableError(CookbookError, RuntimeError):
+    names_command = False
     """The requested engine cannot run here; the message names the cause and the fix."""
 
 
 def sglang_pin() -> str:
     """The `gpu` extra's SGLang requirement, e.g. sglang==0.5.23 (pyproject.toml)."""
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    return next(r for r in project["optional-dependencies"]["gpu"] if r.split("==")[0] == "sglang")
+    return next(
+        r for r in pyproject()["optional-dependencies"]["gpu"] if r.split("==")[0] == "sglang"
+    )
 
 
 def sglang_program() -> Path | None:
@@ -204,7 +206,7 @@ def plan(requested: str = "auto", detection: gpu.Detection | None = None) -> Mac
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m helpers.machine", description="what set-up installs on this machine"
+        prog="python -m cookbook.machine", description="what set-up installs on this machine"
     )
     parser.add_argument("--engine", default=os.environ.get("ENGINE") or "auto", help="auto|...")
     parser.add_argument("--shell", action="store_true", help="KEY=value lines for ci/setup.sh")

@@ -8,9 +8,10 @@ import platform
 import sys
 from dataclasses import asdict, dataclass, field
 
-from helpers import machine
-from helpers.gpu import Detection, detect
-from helpers.server import cpu_engine_python, port_in_use, sglang_available
+from cookbook import machine
+from cookbook.commands import package_version
+from cookbook.gpu import Detection, detect
+from cookbook.server import cpu_engine_python, port_in_use, sglang_available
 
 PACKAGES = (
     "pydantic", "pyyaml", "openai", "httpx", "psutil", "tqdm",
@@ -37,13 +38,6 @@ class Report:
         data["gpu"]["summary"] = self.gpu.summary
         data["ports"] = {str(k): v for k, v in self.ports.items()}
         return data
-
-
-def package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

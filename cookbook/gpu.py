@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from helpers.recipes import Recipes, load_recipes
+from cookbook.recipes import Recipes, load_recipes
 
 NVIDIA_SMI_QUERY = ["--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"]
 # Drivers before compute_cap was queryable still answer this one.
