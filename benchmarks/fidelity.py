@@ -42,7 +42,9 @@ from pathlib import Path
 import httpx
 
 from cookbook import bench, server_metrics
-from cookbook.server import REPO_ROOT, Server, cpu_engine_python, fixture_path
+from cookbook.launch_plans import cpu_engine_python, fixture_path
+from cookbook.paths import REPO_ROOT
+from cookbook.server import Server
 
 TOOLS = ("cookbook", "vllm", "sglang")
 SGLANG_PYTHON = REPO_ROOT / ".venvs" / "sglang" / "bin" / "python"

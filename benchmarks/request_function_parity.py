@@ -22,8 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import bench  # noqa: E402
-
+from cookbook import bench  # noqa: E402
 from cookbook.server import Server  # noqa: E402
 
 

@@ -52,7 +52,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from cookbook.server import REPO_ROOT, Server, ServerStartError, fixture_path
+from cookbook.launch_plans import fixture_path
+from cookbook.paths import REPO_ROOT
+from cookbook.server import Server, ServerStartError
 
 ENVS = {"sglang": REPO_ROOT / ".venvs" / "sglang", "vllm": REPO_ROOT / ".venvs" / "cpu-engine"}
 ENGINE = {"sglang": "sglang-cpu", "sglang+": "sglang-cpu", "vllm": "vllm-cpu"}

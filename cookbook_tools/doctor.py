@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from cookbook import machine
 from cookbook.commands import package_version
 from cookbook.gpu import Detection, detect
-from cookbook.server import cpu_engine_python, port_in_use, sglang_available
+from cookbook.launch_plans import cpu_engine_python, sglang_available
+from cookbook.processes import port_in_use
 
 PACKAGES = (
     "pydantic", "pyyaml", "openai", "httpx", "psutil", "tqdm",

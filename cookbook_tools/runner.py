@@ -48,16 +48,6 @@ def select(names: list[str] | None) -> list[Path]:
     return chosen
 
 
-def record(path: str | None, **results: Any) -> None:
-    """Called by a notebook: merge key results into the file `cookbook run` will collect."""
-    if not path:
-        return
-    target = Path(path)
-    data = json.loads(target.read_text()) if target.exists() else {}
-    data.update(results)
-    target.write_text(json.dumps(data, indent=2, default=str))
-
-
 @dataclass
 class NotebookRun:
     notebook: str
@@ -186,7 +176,7 @@ class SharedServers:
     def prepare(self, notebook: Path, parameters: dict[str, Any]) -> float | None:
         """Start the server the notebook will ask for, unless it runs already; returns the
         start-up seconds spent for this notebook (None: nothing was started)."""
-        from cookbook.server import Server, ServerStartError
+        from cookbook.server import ServerStartError, launch
 
         key = self.wanted(notebook, parameters)
         if key is None:
@@ -195,10 +185,10 @@ class SharedServers:
         running = self.servers.get(key)
         if running is not None and running.alive:
             return None
-        server = Server(wanted["VARIANT"], self.engine, progress=False,
-                        startup_timeout_s=wanted.get("STARTUP_TIMEOUT_S"))  # fmt: skip
-        try:
-            server.start()
+        try:  # through the notebooks' own launch policy, keeping the other shared servers up
+            server = launch(wanted["VARIANT"], self.engine, progress=False, exclusive=False,
+                            startup_timeout_s=wanted.get("STARTUP_TIMEOUT_S"),
+                            echo=lambda line: None)  # fmt: skip
         except ServerStartError as exc:  # the notebook will launch its own and show why
             self.echo(f"[run] could not start a shared {key[0]} server: {str(exc).splitlines()[0]}")
             return None
@@ -247,7 +237,7 @@ def run(
     # Decide the engine once, before any notebook: a GPU without SGLang fails here in seconds
     # (machine.EngineUnavailableError) instead of in every notebook, and nothing falls back.
     from cookbook import gpu, machine
-    from cookbook.server import resolve_engine
+    from cookbook.launch_plans import resolve_engine
 
     engine = resolve_engine(engine)
     if engine == "sglang" and machine.sglang_program() is None:  # asked for by name

@@ -24,8 +24,10 @@ import psutil
 import pytest
 import yaml
 
+from cookbook.launch_plans import cpu_engine_python
+from cookbook.processes import free_port
 from cookbook.recipes import RECIPES_PATH
-from cookbook.server import Server, ServerError, ServerStartError, cpu_engine_python, free_port
+from cookbook.server import Server, ServerError, ServerStartError
 from tests.conftest import fake_nvidia_smi_env
 
 LIMIT_S = 90  # generous: a case that hangs fails here; every case normally ends in seconds

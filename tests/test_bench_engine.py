@@ -12,7 +12,8 @@ import time
 import pytest
 
 from cookbook import bench
-from cookbook.server import Server, cpu_engine_python, fixture_path
+from cookbook.launch_plans import cpu_engine_python, fixture_path
+from cookbook.server import Server
 
 pytestmark = pytest.mark.engine  # every test here starts an engine
 

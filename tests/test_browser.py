@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cookbook.server import free_port
+from cookbook.processes import free_port
 from tests.browser_support import CHROMEDRIVER, CHROMIUM, WAIT_S, chromium, stop_tree
 
 REPO = Path(__file__).resolve().parent.parent

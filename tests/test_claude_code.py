@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from cookbook.server import Server, fixture_path
+from cookbook.launch_plans import fixture_path
+from cookbook.server import Server
 from tests.conftest import CANARY
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cookbook.server import free_port
+from cookbook.processes import free_port
 from cookbook_tools import docs
 from tests.browser_support import CHROMEDRIVER, CHROMIUM, WAIT_S, chromium, stop_tree
 from tests.conftest import CANARY, RUN_TIMEOUT

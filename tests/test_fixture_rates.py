@@ -48,7 +48,7 @@ def test_thinking_fixture_reasoning_is_always_split(role):
 
 
 def test_moe_fixture_evaluation_is_of_the_served_fixture():
-    from cookbook.server import fixture_path
+    from cookbook.launch_plans import fixture_path
 
     evaluation = json.loads((FIXTURES / "eval-moe.json").read_text())
     assert evaluation["role"] == "thinking" and "--reasoning-parser" in evaluation["server_flags"]
@@ -60,7 +60,7 @@ def test_8b_a1b_fixture_is_a_tiny_moe(variant):
     """LFM2.5-8B-A1B is Lfm2MoeForCausalLM: its stand-in has that architecture, several routed
     experts with top-k routing, LFM2-MoE's dense first layers, per-expert weights in the layout
     vLLM loads, and says what it is."""
-    from cookbook.server import fixture_path
+    from cookbook.launch_plans import fixture_path
 
     path = fixture_path(variant)
     config = json.loads((path / "config.json").read_text())

@@ -22,8 +22,9 @@ import httpx
 import pytest
 
 from cookbook.engine_side.cookbook_key_guard import RequireKey
+from cookbook.launch_plans import cpu_engine_python, plan_launch
 from cookbook.recipes import load_recipes
-from cookbook.server import Server, cpu_engine_python, plan_launch
+from cookbook.server import Server
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_DIR = Path(__file__).resolve().parent / "engine_probe"

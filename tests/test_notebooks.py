@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cookbook import paths
+from cookbook import paths, results
 from cookbook_tools import runner
 
 NOTEBOOKS = runner.available()
@@ -76,8 +76,9 @@ def test_colab_badge_and_clone_agree_with_pyproject(path: Path):
     }
     boot = nb.cells[3]
     assert "google.colab" in boot.source and paths.repository_url() in boot.source
-    # Loud failure: every step's exit status is checked and its output shown.
-    assert "if done.returncode:" in boot.source and "raise RuntimeError" in boot.source
+    # Loud failure: the set-up's exit status is checked; its output is shown as it comes.
+    assert "if step.returncode:" in boot.source and "raise RuntimeError" in boot.source
+    assert "for line in step.stdout:" in boot.source
     assert nb.cells[2].cell_type == "markdown" and "Colab" in nb.cells[2].source
     assert nb.metadata["accelerator"] == "GPU" and nb.metadata["colab"]["gpuType"] == "L4"
 
@@ -95,19 +96,23 @@ def test_a_kernel_without_the_cookbook_is_told_which_to_pick(path: Path, tmp_pat
     import subprocess
     import sys
 
+    from IPython.core.inputtransformer2 import TransformerManager
+
     nb = nbformat.read(path, as_version=4)
     params, boot = nb.cells[1].source, nb.cells[3].source
     script = tmp_path / "cells.py"
-    script.write_text(params + "\n" + boot)
-    # The interpreter this venv was made from, isolated (-I): `helpers` is not importable there,
+    # As the kernel runs it: IPython turns the Colab branch's `!` lines into Python first.
+    script.write_text(TransformerManager().transform_cell(params + "\n" + boot))
+    # The interpreter this venv was made from, isolated (-I): `cookbook` is not importable there,
     # as in a kernel that is not the cookbook's.
     bare = Path(sys.base_prefix) / "bin" / "python3"
     out = subprocess.run([str(bare), "-I", str(script)], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 1
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("ModuleNotFoundError: this kernel (")
-    assert "choose the kernel 'LFM2.5 cookbook'" in last and "make lab" in last
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1] == "ModuleNotFoundError: No module named 'cookbook'"
+    # The traceback shows the failing line, and the line says which kernel to pick.
+    assert 'Pick the kernel "LFM2.5 cookbook" (make lab)' in out.stderr
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -115,10 +120,8 @@ def test_every_notebook_stops_its_server(path: Path):
     nb = nbformat.read(path, as_version=4)
     last_code = [c for c in nb.cells if c.cell_type == "code"][-1]
     source = " ".join(last_code.source.split())
-    stops = "server.stop()" in source or "replicas.stop()" in source
-    assert stops and "record( RESULTS_PATH" in source.replace(
-        "record(RESULTS_PATH", "record( RESULTS_PATH"
-    )
+    # finish() records the results for `cookbook run` and stops the server (or the replicas).
+    assert re.search(r"\bfinish\(\s*(server|replicas), RESULTS_PATH", source), source[-300:]
 
 
 def test_select_by_number_name_and_path():
@@ -133,10 +136,10 @@ def test_select_by_number_name_and_path():
 
 def test_record_merges_results(tmp_path):
     path = tmp_path / "r.json"
-    runner.record(str(path), engine="cpu", chunks=3)
-    runner.record(str(path), chunks=4, model="m")
+    results.record(str(path), engine="cpu", chunks=3)
+    results.record(str(path), chunks=4, model="m")
     assert json.loads(path.read_text()) == {"engine": "cpu", "chunks": 4, "model": "m"}
-    runner.record(None, ignored=True)  # outside `cookbook run`: nothing to do
+    results.record(None, ignored=True)  # outside `cookbook run`: nothing to do
 
 
 def test_summary_redacts_secrets(tmp_path, monkeypatch):
@@ -207,6 +210,20 @@ def test_prose_before_every_code_cell_and_no_lone_headings(path: Path):
             )
 
 
+LONGEST_CELL = 25  # lines of code (blank ones not counted): a cell a reader takes in at a glance
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_code_cell_is_long(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    sizes = {
+        i: sum(1 for line in cell.source.splitlines() if line.strip())
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+    }
+    assert not {i: n for i, n in sizes.items() if n > LONGEST_CELL}, sizes
+
+
 TEACHING = ["01_chat", "02_reasoning", "03_tool_calling", "04_vision", "05_base_continuation"]
 
 
@@ -252,10 +269,10 @@ def test_default_parameters_are_the_parameters_cell():
 class _StubServer:
     started: list = []
 
-    def __init__(self, variant, engine, progress=True, startup_timeout_s=None):
+    def __init__(self, variant, engine, progress=True, startup_timeout_s=None, **launch):
         self.variant, self.engine, self.alive, self.startup_s = variant, engine, False, None
 
-    def start(self):
+    def start(self, announce=None):
         _StubServer.started.append(self.variant)
         self.alive, self.startup_s = True, 1.5
         return self
@@ -263,8 +280,12 @@ class _StubServer:
     def stop(self):
         self.alive = False
 
+    def describe(self, command=True):
+        return f"<stub {self.variant}>"
+
     def share_entry(self):
-        return {"variant": self.variant, "engine": self.engine}
+        return {"variant": self.variant, "engine": self.engine,
+                "request": {"variant": self.variant, "engine": self.engine}}  # fmt: skip
 
 
 def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
@@ -290,10 +311,7 @@ def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
     ]
     assert _StubServer.started == ["instruct", "thinking"]
     assert spent == [1.5, 1.5, None, None, None]  # 03 and 06 reuse 01's; 08 gets none
-    assert json.loads(registry.read_text()) == [
-        {"variant": "instruct", "engine": "sglang-cpu"},
-        {"variant": "thinking", "engine": "sglang-cpu"},
-    ]
+    assert [e["variant"] for e in json.loads(registry.read_text())] == ["instruct", "thinking"]
     assert registry.stat().st_mode & 0o077 == 0  # private: it names the key files
     # Once no notebook still to run asks for a model, its server goes (06 needs instruct only).
     thinking = shared.servers[("thinking", "sglang-cpu")]
@@ -301,7 +319,7 @@ def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
     assert later == {None, ("instruct", "sglang-cpu")}  # 08 launches replicas of its own
     shared.release_all_but(later)
     assert not thinking.alive and list(shared.servers) == [("instruct", "sglang-cpu")]
-    assert json.loads(registry.read_text()) == [{"variant": "instruct", "engine": "sglang-cpu"}]
+    assert [e["variant"] for e in json.loads(registry.read_text())] == ["instruct"]
     # A --variant override is one launch for every notebook.
     assert (
         shared.prepare(runner.NOTEBOOKS_DIR / "02_reasoning.ipynb", {"VARIANT": "instruct"}) is None
@@ -314,13 +332,16 @@ def test_shared_servers_start_one_server_per_launch_and_clean_up(monkeypatch):
 
 def test_a_notebook_kernel_adopts_the_shared_server(monkeypatch, tmp_path):
     from cookbook import server as server_module
+    from cookbook.launch_plans import plan_launch
     from tests.fake_openai import FakeServer
 
     with FakeServer() as fake:
         key_file = tmp_path / "api-key"
         key_file.write_text("shared-key")
-        plan = server_module.plan_launch("instruct", "sglang-cpu", port=fake.port)
-        entry = {"variant": "instruct", "engine": "sglang-cpu", "model": None, "hw": None,
+        plan = plan_launch("instruct", "sglang-cpu", port=fake.port)
+        request = server_module.LaunchRequest("instruct", "sglang-cpu")
+        entry = {"variant": "instruct", "engine": "sglang-cpu",
+                 "request": __import__("dataclasses").asdict(request),
                  "base_url": f"http://127.0.0.1:{fake.port}", "port": fake.port,
                  "log_path": str(tmp_path / "engine.log"), "key_file": str(key_file),
                  "plan": __import__("dataclasses").asdict(plan)}  # fmt: skip
@@ -330,9 +351,11 @@ def test_a_notebook_kernel_adopts_the_shared_server(monkeypatch, tmp_path):
         said = []
         server = server_module.launch("instruct", "sglang-cpu", echo=said.append)
         assert "`cookbook run` started it" in said[0]
-        assert not server.owned and server.engine == "sglang-cpu" and server.plan.is_fixture
+        assert isinstance(server, server_module.HandedOverServer)
+        assert server.engine == "sglang-cpu" and server.plan.is_fixture
         assert server.api_key == "shared-key" and server.key_file() == key_file
         server.stop()  # the runner's to stop, not the notebook's
         assert server.alive
         # Another launch (the thinking model) is not the shared one: it would start its own.
-        assert server_module.shared_server("thinking", "sglang-cpu") is None
+        thinking = server_module.LaunchRequest("thinking", "sglang-cpu")
+        assert server_module.shared_server(thinking) is None

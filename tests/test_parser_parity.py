@@ -20,7 +20,8 @@ import subprocess
 import pytest
 
 from cookbook.client import ToolCallAccumulator, reasoning_of
-from cookbook.server import Server, fixture_path
+from cookbook.launch_plans import fixture_path
+from cookbook.server import Server
 from cookbook.tools import WEATHER_TOOL
 
 TOOL_PROMPTS = [
@@ -239,7 +240,7 @@ def _delta(d):
 
 @pytest.fixture(scope="module")
 def broken(sglang_check_python):
-    from cookbook.server import cpu_engine_python
+    from cookbook.launch_plans import cpu_engine_python
 
     job = {"tokenizer": str(fixture_path("instruct")), "tools": [WEATHER_TOOL],
            "texts": BROKEN_CALLS}  # fmt: skip

@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from cookbook import router
+from cookbook.processes import port_in_use
 from cookbook.recipes import load_recipes
-from cookbook.server import port_in_use
 from tests.test_sglang_parser import sglang_check
 
 REPO = Path(__file__).resolve().parent.parent

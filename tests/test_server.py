@@ -17,7 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cookbook.server import Server, ServerError, ServerStartError, port_in_use
+from cookbook.processes import port_in_use
+from cookbook.server import Server, ServerError, ServerStartError
 
 REPO = Path(__file__).resolve().parent.parent
 # Every failure is reported within this. SGLang imports its stack for about 20 s on 2 cores

@@ -16,7 +16,8 @@ import pytest
 
 from cookbook import bench, server_metrics
 from cookbook.bench import BenchConfig
-from cookbook.server import REPO_ROOT, fixture_path
+from cookbook.launch_plans import fixture_path
+from cookbook.paths import REPO_ROOT
 
 LABELS = '{engine="0",model_name="m"}'
 

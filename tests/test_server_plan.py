@@ -6,9 +6,10 @@ import socket
 
 import pytest
 
-from cookbook import server
+from cookbook import launch_plans, processes, server
+from cookbook.launch_plans import plan_launch
 from cookbook.recipes import CookbookChoiceError
-from cookbook.server import Server, ServerStartError, plan_launch
+from cookbook.server import Server, ServerStartError
 
 
 def _pairs(argv) -> dict[str, str]:
@@ -135,14 +136,16 @@ def test_auto_without_gpu_is_sglang_on_the_cpu(monkeypatch, tmp_path):
     sglang = tmp_path / "sglang"
     sglang.touch()
     monkeypatch.setenv("COOKBOOK_SGLANG_BIN", str(sglang))
-    assert server.resolve_engine("auto") == "sglang-cpu"
+    assert launch_plans.resolve_engine("auto") == "sglang-cpu"
     monkeypatch.setenv("COOKBOOK_SGLANG_BIN", str(tmp_path / "none"))
-    with pytest.raises(server.machine.EngineUnavailableError, match="SGLang is not installed"):
-        server.resolve_engine("auto")
+    with pytest.raises(
+        launch_plans.machine.EngineUnavailableError, match="SGLang is not installed"
+    ):
+        launch_plans.resolve_engine("auto")
     with pytest.raises(
         CookbookChoiceError, match="valid: auto, sglang, vllm, sglang-cpu, vllm-cpu"
     ):
-        server.resolve_engine("tgi")
+        launch_plans.resolve_engine("tgi")
 
 
 def test_unknown_variant_fails_before_anything_runs():
@@ -172,7 +175,7 @@ def test_missing_cpu_engine_says_how_to_install(monkeypatch, tmp_path):
 
 
 def test_connect_to_nothing_is_a_clear_error():
-    port = server.free_port()
+    port = processes.free_port()
     with pytest.raises(
         server.ServerError, match=f"no OpenAI-compatible server answered at http://127.0.0.1:{port}"
     ):

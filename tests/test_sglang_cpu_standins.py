@@ -31,7 +31,8 @@ import httpx
 import pytest
 
 from cookbook import machine
-from cookbook.server import Server, fixture_path, plan_launch
+from cookbook.launch_plans import fixture_path, plan_launch
+from cookbook.server import Server
 from tests.test_server import WEATHER_TOOL  # the same tool, so the same prompts as before
 
 REPO = Path(__file__).resolve().parent.parent

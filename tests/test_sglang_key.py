@@ -24,8 +24,9 @@ import httpx
 import pytest
 
 from cookbook import machine
+from cookbook.launch_plans import plan_launch
 from cookbook.recipes import load_recipes
-from cookbook.server import Server, plan_launch
+from cookbook.server import Server
 
 SITE_DIR = Path(__file__).resolve().parent / "engine_probe" / "sglang_site"
 PROMPT = "Zebra quokka lantern"  # appears in no metric, help text or log line by chance

@@ -185,7 +185,8 @@ def test_an_undeclared_env_var_fails_the_check(sglang_check_python, raw_recipes)
 
 
 def test_server_launch_plan_parses_and_key_travels_in_a_config_file(sglang_check_python, tmp_path):
-    from cookbook.server import plan_launch, write_sglang_key_config
+    from cookbook.launch_plans import plan_launch
+    from cookbook.server import write_sglang_key_config
 
     plan = plan_launch("thinking", "sglang", hw="h100", port=31555)
     key_file = write_sglang_key_config("not-a-real-key")
@@ -252,7 +253,7 @@ def test_notebook_03s_tool_choice_claims_hold_in_the_pinned_sglang(sglang_check_
 
 
 def test_the_cpu_launch_parses_with_sglangs_own_parser(sglang_check_python):
-    from cookbook.server import plan_launch
+    from cookbook.launch_plans import plan_launch
 
     plan = plan_launch("thinking", "sglang-cpu", port=31556)
     # SGLang reads its CPU switch with os.getenv (utils/common.py is_cpu), not through its

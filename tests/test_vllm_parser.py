@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cookbook import commands
+from cookbook.launch_plans import cpu_engine_python, plan_launch
 from cookbook.recipes import load_recipes, parse_recipes
-from cookbook.server import cpu_engine_python, plan_launch
 
 pytestmark = pytest.mark.engine  # every test here starts an engine
 

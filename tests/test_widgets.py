@@ -20,8 +20,9 @@ import pytest
 
 from cookbook import gpu
 from cookbook.commands import DiffLine, PlaceholderError
+from cookbook.processes import free_port
 from cookbook.recipes import CookbookChoiceError
-from cookbook.server import ServerStartError, free_port
+from cookbook.server import ConnectedServer, ServerStartError
 from cookbook.widgets import (
     NOT_VERIFIED,
     VERIFIED,
@@ -461,7 +462,7 @@ def test_with_base_url_launch_connects_and_stop_leaves_it_running(fake_engine):
         )
         assert "connects to" in panel.status.value
         server = panel.launch()
-        assert not server.owned and server.model == running.model
+        assert isinstance(server, ConnectedServer) and server.model == running.model
         assert panel.check()[1] == "hi there"
         panel.stop()
         assert running.alive  # someone else's server keeps running

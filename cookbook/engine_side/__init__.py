@@ -1,1 +1,1 @@
-"""Code that runs inside an engine's process, not the cookbook's (no imports of `helpers`)."""
+"""Code that runs inside an engine's process: it imports no `cookbook` module."""

@@ -1,5 +1,6 @@
 """Plots of benchmark results (matplotlib). Each function takes result dicts (BenchRun.result()
-or bench.load_result()) and returns the figure, so a notebook shows it and a script saves it."""
+or bench.load_result()) and returns the figure, so a notebook shows it and a script saves it.
+Not imported by `cookbook.bench` itself: the CLI and scripts need no matplotlib."""
 
 from __future__ import annotations
 
