@@ -88,7 +88,7 @@ def test_both_vllm_engines_load_the_guard():
         plan = plan_launch("instruct", engine, port=31000)
         at = plan.argv.index("--middleware")
         assert plan.argv[at + 1] == "cookbook_key_guard.RequireKey"
-        assert plan.env["PYTHONPATH"].split(":")[0] == str(REPO / "helpers" / "engine_side")
+        assert plan.env["PYTHONPATH"].split(":")[0] == str(REPO / "cookbook" / "engine_side")
         assert plan.env["COOKBOOK_OPEN_PATHS"] == ",".join(guard.open_paths) == "/health"
 
 

@@ -37,7 +37,7 @@ from tests.test_server import WEATHER_TOOL  # the same tool, so the same prompts
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_DIR = REPO / "tests" / "engine_probe"
-STANDINS = REPO / "helpers" / "engine_side" / "sglang_cpu"
+STANDINS = REPO / "cookbook" / "engine_side" / "sglang_cpu"
 # Setting up the server, the reference and six requests on two busy cores: minutes, not seconds.
 pytestmark = [pytest.mark.timeout(900), pytest.mark.engine]
 
