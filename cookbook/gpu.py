@@ -10,9 +10,15 @@ from dataclasses import dataclass, field
 
 from cookbook.recipes import Recipes, load_recipes
 
-NVIDIA_SMI_QUERY = ["--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"]
+NVIDIA_SMI_QUERY = [
+    "--query-gpu=name,memory.total,compute_cap,driver_version",
+    "--format=csv,noheader,nounits",
+]
 # Drivers before compute_cap was queryable still answer this one.
-NVIDIA_SMI_QUERY_OLD = ["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
+NVIDIA_SMI_QUERY_OLD = [
+    "--query-gpu=name,memory.total,driver_version",
+    "--format=csv,noheader,nounits",
+]
 NVIDIA_SMI_TIMEOUT_S = 15
 
 
@@ -21,6 +27,7 @@ class Gpu:
     name: str
     memory_mib: int | None = None
     compute_capability: str | None = None
+    driver: str | None = None  # the NVIDIA driver's version, e.g. "580.65.06"
 
 
 @dataclass(frozen=True)
@@ -67,16 +74,22 @@ def visible_index(visible: str | None, count: int) -> tuple[int | None, str | No
 
 
 def parse_nvidia_smi(text: str) -> list[Gpu]:
-    """Parse `nvidia-smi --query-gpu=name,memory.total[,compute_cap] --format=csv,noheader`."""
+    """Parse `nvidia-smi --query-gpu=name,memory.total[,compute_cap][,driver_version]
+    --format=csv,noheader` (a compute capability is one dot, a driver version two or more)."""
     gpus = []
     for line in text.splitlines():
         if not line.strip():
             continue
         parts = [p.strip() for p in line.split(",")]
         memory = re.sub(r"\s*MiB$", "", parts[1]) if len(parts) > 1 else ""
-        cap = parts[2] if len(parts) > 2 and re.fullmatch(r"\d+\.\d+", parts[2]) else None
-        gpus.append(Gpu(parts[0], int(memory) if memory.isdigit() else None, cap))
+        cap = next((p for p in parts[2:] if re.fullmatch(r"\d+\.\d+", p)), None)
+        driver = next((p for p in parts[2:] if re.fullmatch(r"\d+\.\d+\.\d+", p)), None)
+        gpus.append(Gpu(parts[0], int(memory) if memory.isdigit() else None, cap, driver))
     return gpus
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def hw_for_name(name: str, recipes: Recipes | None = None) -> str | None:

@@ -107,7 +107,22 @@ def _gpu_problem(detection: gpu.Detection, recipes: Recipes) -> str | None:
         commands.check_supported(detection.hw, recipes)
     except commands.UnsupportedGpuError as exc:
         return str(exc)
-    return None
+    return driver_problem(detection, recipes)
+
+
+def driver_problem(detection: gpu.Detection, recipes: Recipes | None = None) -> str | None:
+    """Why the NVIDIA driver is too old for SGLang's CUDA build, or None (also when nvidia-smi
+    did not say which driver it is)."""
+    recipes = recipes or load_recipes()
+    engine = recipes.engines.sglang
+    found = detection.gpu.driver if detection.gpu else None
+    if found is None or gpu.version_tuple(found) >= gpu.version_tuple(engine.min_driver):
+        return None
+    return (
+        f"the NVIDIA driver here is {found}, older than {sglang_pin()} needs: "
+        f"{engine.min_driver_why}, which needs driver {engine.min_driver} or newer. Update the "
+        "driver (or pick a machine image with a newer one), or set ENGINE='sglang-cpu'"
+    )
 
 
 def choose_engine(
@@ -161,7 +176,7 @@ class MachinePlan:
             "about 11 GB to download; and sglang-router)",
             "cpu-engine": ".venvs/cpu-engine: the CPU build of vLLM (about 6 GB, a few minutes)",
         }
-        out.append(".venv        the helpers package, JupyterLab, papermill, test tools")
+        out.append(".venv        the cookbook package, JupyterLab, papermill, test tools")
         out += [f"install      {installs[e]}" for e in self.environments]
         what = {
             "sglang": "SGLang, the verified cells, real LFM2.5 weights from the Hugging Face hub",

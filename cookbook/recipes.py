@@ -285,8 +285,22 @@ class Placeholder(_Strict):
     help: str
 
 
+# A Docker image reference (registry/name:tag or @sha256:digest): nothing a shell would read.
+IMAGE = r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+
+
+def _check_pasted_text(text: str) -> str:
+    """A multi-line command users paste: each line, its trailing continuation `\\` aside, has no
+    shell syntax outside quotes."""
+    for line in text.splitlines():
+        problem = shell_problem(line.removesuffix("\\").rstrip())
+        if problem:
+            raise ValueError(f"{line!r}: {problem}")
+    return text
+
+
 class Docker(_Strict):
-    image: str
+    image: str = Field(pattern=IMAGE)
     run_options: list[str]
     after_env_options: list[str]
 
@@ -313,7 +327,7 @@ class Playground(_Strict):
 
 
 class EngineLaunch(_Strict):
-    image: str
+    image: str = Field(pattern=IMAGE)
     lines: list[str] = Field(min_length=1)
 
     _lines = field_validator("lines")(_check_shell_lines)
@@ -397,6 +411,9 @@ class SglangEngine(GpuEngine):
     # What SGLang's own --api-key leaves open (its code; tests/test_key_guard.py checks it).
     key_leaves_open: list[str]
     key_note: str
+    # The oldest NVIDIA driver its CUDA build runs on, and why (a CUDA release's requirement).
+    min_driver: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    min_driver_why: str
 
 
 class SglangCpuEngine(_Strict):
@@ -441,6 +458,8 @@ class Recipes(_Strict):
     scale_out: ScaleOut
     engines: Engines
     fixtures: dict[str, str]
+
+    _curl = field_validator("curl_check")(_check_pasted_text)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Recipes:

@@ -457,6 +457,10 @@ class Server(_ServerBase):
             raise ServerStartError(
                 f"{machine.no_sglang_error(gpu.detect())} (no engine was started)"
             )
+        if plan.engine == "sglang":
+            problem = machine.driver_problem(gpu.detect())
+            if problem:
+                raise ServerStartError(f"{problem} (no engine was started)")
         if plan.engine == "sglang" and self._check_gpu_free:
             check_gpu_is_free()
         if plan.engine == "vllm-cpu" and not cpu_engine_python().exists():

@@ -419,7 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--request-timeout", type=_positive_seconds, default=600.0,
                    help="seconds per request")  # fmt: skip
-    p.add_argument("--run-timeout", type=_positive_seconds, help="seconds for the whole run")
+    p.add_argument(
+        "--run-timeout", type=_positive_seconds,
+        help="seconds for the whole run: prompt building, warm-up, arrivals and requests",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", help="result JSON (a .requests.jsonl is written beside it)")
     p.set_defaults(func=_bench)
@@ -441,9 +444,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Values that may start with "-" (an API key can): argparse would read "--api-key -xyz" as a
+# missing value followed by an option, so the pair is joined as "--api-key=-xyz" first.
+DASH_VALUES = ("--api-key",)
+
+
+def join_dash_values(argv: list[str]) -> list[str]:
+    out, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg in DASH_VALUES and rest and rest[0].startswith("-") and rest[0] != "--":
+            arg = f"{arg}={rest.pop(0)}"
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
+        argv = join_dash_values(sys.argv[1:] if argv is None else list(argv))
         args = build_parser().parse_args(argv)
         return args.func(args)
     except CookbookError as exc:  # every error the cookbook raises on purpose: one line

@@ -39,6 +39,13 @@ def select(names: list[str] | None) -> list[Path]:
         return notebooks
     chosen = []
     for name in names:
+        given = Path(name).expanduser()
+        a_path = len(given.parts) > 1 or given.suffix  # not a number or stem: it must be ours
+        if a_path and given.resolve() not in notebooks:
+            raise RunnerError(
+                f"{name!r} is not one of the cookbook's notebooks ({NOTEBOOKS_DIR}/NN_*.ipynb): "
+                "`cookbook run` executes those only (papermill runs any other notebook)"
+            )
         stem = Path(name).stem
         match = [nb for nb in notebooks if nb.stem == stem or nb.stem.split("_", 1)[0] == stem]
         if not match:
@@ -80,6 +87,17 @@ def _redact(text: str) -> str:
         if value and len(value) >= 8:
             text = text.replace(value, f"<{name}>")
     return text
+
+
+def failure_details(result: NotebookRun, tail_lines: int = 8) -> str:
+    """Where to look, under a failed notebook's one-line verdict: a server's log path and the
+    last lines of its log (where the cause is), and the executed notebook."""
+    lines = (result.error or "").splitlines()[1:]
+    log = [line.strip() for line in lines if line.strip().startswith("Log:")]
+    tail = [line for line in lines if line.startswith("    ")][-tail_lines:]
+    out = [f"      {line}" for line in log] + [f"      {line.strip()}" for line in tail]
+    out.append(f"      executed notebook: {result.executed}")
+    return "\n".join(out)
 
 
 def run_one(
@@ -223,7 +241,14 @@ def run(
     (SharedServers)."""
     # Absolute: the notebooks run with notebooks/ as their working directory, and write their
     # results to RESULTS_PATH there.
-    out_dir = Path(out_dir).resolve()
+    if not str(out_dir).strip():
+        raise RunnerError("--out is empty: give a folder for the executed notebooks")
+    out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir == NOTEBOOKS_DIR:
+        raise RunnerError(
+            f"--out {out_dir}: the executed notebooks would overwrite their sources there; give "
+            "another folder (the default is runs/latest)"
+        )
     blocking = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise RunnerError(f"--out {out_dir}: {blocking} is a file, not a folder; give a folder")
@@ -277,6 +302,8 @@ def run(
                 f"[run] {notebook.stem}: {result.status} in {result.seconds:.0f} s{failure}",
                 flush=True,
             )
+            if result.error:
+                echo(failure_details(result), flush=True)
             write_summary(out_dir, runs, time.monotonic() - total, context)
     finally:
         if shared is not None:

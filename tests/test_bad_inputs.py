@@ -28,7 +28,7 @@ from cookbook.launch_plans import cpu_engine_python
 from cookbook.processes import free_port
 from cookbook.recipes import RECIPES_PATH
 from cookbook.server import Server, ServerError, ServerStartError
-from tests.conftest import fake_nvidia_smi_env
+from tests.conftest import REPO, fake_nvidia_smi_env
 
 LIMIT_S = 90  # generous: a case that hangs fails here; every case normally ends in seconds
 PROGRESS = "elapsed (timeout"  # the start-up progress bar's line, not a message
@@ -118,6 +118,11 @@ CLI_CASES = [
     _case("run-out-is-a-file", "run 01 --out {file}", 2, "is a file, not a folder"),
     _case("run-out-under-a-file", "run 01 --out {file}/sub", 2, "is a file, not a folder"),
     _case("run-unknown-notebook", "run 99", 2, "unknown notebook '99'; valid: 01_chat, 02_reasoning"),
+    _case("run-a-notebook-elsewhere", "run {work}/01_chat.ipynb", 2,
+          "is not one of the cookbook's notebooks"),
+    _case("run-out-empty", ["run", "01", "--out", ""], 2, "--out is empty"),
+    _case("run-out-is-the-sources", "run 01 --out .", 2, "would overwrite their sources",
+          cwd=str(REPO / "notebooks")),
     _case("run-unknown-variant", "run 01 --variant mega", 2, "unknown variant 'mega'"),
     _case("run-cell-timeout-0", "run 01 --cell-timeout 0", 2, "'0' is not a number of seconds > 0"),
     _case("run-cell-timeout-negative", "run 01 --cell-timeout -5", 2, "is not a number of seconds"),
@@ -141,6 +146,11 @@ CLI_CASES = [
     _case("bench-no-scheme", "bench --base-url localhost:8000 --model m", 2,
           "an http:// or https:// URL"),
     _case("bench-nothing-there", BENCH, 2, "no server answered at"),
+    _case("bench-key-in-the-url", "bench --no-progress --base-url http://me:SECRETKEY@127.0.0.1:9/v1 --model m",
+          2, "carries credentials (pass the key with --api-key"),
+    # a key may start with "-": it is a key, not an option (argparse alone would say "expected
+    # one argument")
+    _case("bench-key-starting-with-a-dash", BENCH + " --api-key -Xh3-key", 2, "no server answered at"),
     _case("bench-html-server", "bench --no-progress --base-url {html}/v1 --model m", 2,
           "answered 200 with text/html, not JSON"),
     # bench against the real engine
@@ -170,6 +180,13 @@ SCHEMA_CASES = [
     ("tp-value-minus-1", lambda r: r["playground"].update(tp_values=[None, 1, -1]),
      "playground.tp_values.2: Input should be greater"),
     ("lambda-tp-0", lambda r: r["lambda_8b_a1b"].update(tp=0), "lambda_8b_a1b.tp"),
+    # text pasted into a terminal: an image name or the cURL check cannot carry a command
+    ("docker-image-command", lambda r: r["docker"].update(image="lmsysorg/sglang:dev; rm -rf ~"),
+     "docker.image: String should match pattern"),
+    ("lambda-image-subshell", lambda r: r["lambda_8b_a1b"]["sglang"].update(image="$(id)"),
+     "lambda_8b_a1b.sglang.image: String should match pattern"),
+    ("curl-check-subshell", lambda r: r.update(curl_check="curl http://$(id):{{CURL_PORT}}/v1"),
+     "curl_check: Value error, 'curl http://$(id):{{CURL_PORT}}/v1': '$' is a shell metacharacter"),
     ("flag-tp-0", lambda r: r["deploy"].update(common_flags=["--model-path {{MODEL_NAME}}",
                                                               "--tp 0"]),
      "deploy.common_flags: '--tp 0': --tp takes a GPU count of 1 or more"),

@@ -318,6 +318,27 @@ def test_a_stalled_server_ends_at_the_timeouts_with_partial_results(fake):
     assert run.result()["interrupted"] == "run timeout of 1.0 s"
 
 
+def test_the_run_timeout_bounds_prompt_building_warm_up_and_arrivals(fake):
+    quiet = {"progress": False, "log": lambda _: None}
+    started = time.monotonic()  # one arrival every 100 s on average: the timeout ends it
+    run = bench.run_benchmark(
+        _config(fake, request_rate=0.01, warmup=0, run_timeout_s=1.0), **quiet
+    )
+    assert time.monotonic() - started < 8
+    assert run.interrupted == "run timeout of 1.0 s" and run.metrics.failed >= 5
+    started = time.monotonic()  # a warm-up that never ends
+    run = bench.run_benchmark(
+        _config(fake, model="stall", warmup=2, request_timeout_s=60, run_timeout_s=1.0), **quiet
+    )
+    assert time.monotonic() - started < 8
+    assert run.interrupted == "run timeout of 1.0 s (during the warm-up)"
+    assert run.metrics.failed == 6 and all("not sent" in r.error for r in run.records)
+    started = time.monotonic()  # more prompts than the timeout leaves time to build
+    with pytest.raises(BenchError, match="passed while building the prompts"):
+        bench.run_benchmark(_config(fake, num_prompts=200_000, run_timeout_s=1.0), **quiet)
+    assert time.monotonic() - started < 8
+
+
 def test_request_rate_spreads_arrivals(fake):
     run = bench.run_benchmark(
         _config(fake, num_prompts=8, max_concurrency=None, request_rate=20.0, warmup=0),

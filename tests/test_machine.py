@@ -106,6 +106,44 @@ def test_cookbook_serve_on_a_t4_says_why(cookbook_exe, tmp_path):
     assert "NVIDIA T4 (t4, compute capability 7.5) cannot run" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("line", "driver", "capability"),
+    [
+        ("NVIDIA H100 80GB HBM3, 81559, 9.0, 580.65.06", "580.65.06", "9.0"),
+        ("NVIDIA H100 80GB HBM3, 81559, 9.0", None, "9.0"),  # a fake that knows no driver
+        ("Tesla V100-SXM2-16GB, 16160, 535.104.05", "535.104.05", None),  # the older query
+    ],
+)
+def test_the_driver_version_is_read_apart_from_the_compute_capability(line, driver, capability):
+    (found,) = gpu.parse_nvidia_smi(line)
+    assert (found.driver, found.compute_capability) == (driver, capability)
+
+
+def test_a_driver_older_than_sglangs_cuda_build_is_refused_naming_both_versions():
+    old = detection("h100-sxm-driver-535")
+    with pytest.raises(EngineUnavailableError) as info:
+        choose_engine("auto", old, sglang_present=True)
+    text = str(info.value)
+    need = machine.load_recipes().engines.sglang.min_driver
+    assert "535.104.05" in text and need in text and machine.sglang_pin() in text
+    assert "Update the driver" in text and "ENGINE='sglang-cpu'" in text
+    plan = machine.plan("auto", old)  # set-up stops before installing SGLang
+    assert plan.engine is None and "535.104.05" in plan.stop
+    new = gpu.detect_from_text(f"NVIDIA H100 80GB HBM3, 81559, 9.0, {need}")
+    assert choose_engine("auto", new, sglang_present=True) == "sglang"
+    assert machine.driver_problem(detection("h100-sxm")) is None  # not said: not refused
+
+
+def test_cookbook_serve_on_an_old_driver_says_why(cookbook_exe, tmp_path):
+    env = fake_nvidia_smi_env(tmp_path, "h100-sxm-driver-535")
+    out = subprocess.run(
+        [cookbook_exe, "serve", "--variant", "350m"], capture_output=True, text=True, env=env,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "the NVIDIA driver here is 535.104.05" in out.stderr
+
+
 # ----- ci/setup.sh ---------------------------------------------------------------------------
 
 

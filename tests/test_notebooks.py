@@ -150,6 +150,21 @@ def test_summary_redacts_secrets(tmp_path, monkeypatch):
     assert "hf_canary_value_123" not in text and "<HF_TOKEN>" in text
 
 
+def test_a_failure_shows_the_servers_log_path_and_its_last_lines_on_the_console():
+    error = (
+        "ServerStartError: sglang-cpu server for 'instruct' (fixture/x) exited with code 1 "
+        "before it was ready (145.9 s).\nCommand: sglang serve ...\n"
+        "Log: /tmp/logs/sglang-cpu-instruct.log (last 40 lines)\n"
+        + "\n".join(f"    line {n}" for n in range(30))
+        + "\n    RuntimeError: the cause"
+    )
+    run = runner.NotebookRun("01_chat", "failed", 150.0, error=error, executed="/r/01_chat.ipynb")
+    shown = runner.failure_details(run).splitlines()
+    assert shown[0].strip() == "Log: /tmp/logs/sglang-cpu-instruct.log (last 40 lines)"
+    assert shown[-2].strip() == "RuntimeError: the cause" and len(shown) == 1 + 8 + 1
+    assert shown[-1].strip() == "executed notebook: /r/01_chat.ipynb"
+
+
 def test_error_excerpt_keeps_the_log_tail():
     # A start failure: a long header and command, then the log tail that holds the cause.
     lines = ["ServerError: the cpu server exited during start-up", "Command: " + "x" * 3000]

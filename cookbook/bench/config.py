@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -52,6 +53,13 @@ class BenchConfig:
             ("http://", "https://")
         ):
             problems.append(f"base_url {self.base_url!r} (an http:// or https:// URL)")
+        elif "@" in urlsplit(self.base_url).netloc:  # never echoed: the part before @ is a secret
+            where = urlsplit(self.base_url)
+            host = where.netloc.rsplit("@", 1)[1]
+            problems.append(
+                f"base_url {where.scheme}://...@{host} carries credentials "
+                "(pass the key with --api-key or OPENAI_API_KEY instead)"
+            )
         if self.endpoint not in ("completions", "chat"):
             problems.append(f"endpoint {self.endpoint!r} (valid: completions, chat)")
         for name in ("input_len", "output_len", "num_prompts"):

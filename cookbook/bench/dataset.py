@@ -4,6 +4,7 @@ and /detokenize endpoints), so a run's input lengths are what it says, with no l
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,13 +105,23 @@ class Prompt:
     output_len: int
 
 
-def build_dataset(config: BenchConfig, tokenizer: Any) -> list[Prompt]:
+def build_dataset(
+    config: BenchConfig, tokenizer: Any, deadline: float | None = None
+) -> list[Prompt]:
+    """The warm-up and measured prompts, each exactly its sampled length on the server's own
+    tokenizer. Past `deadline` (time.monotonic()) it stops with BenchError: the run timeout
+    bounds prompt building too."""
     rng = random.Random(config.seed)
     n = config.num_prompts + config.warmup
     ins = sample_lengths(n, config.input_len, config.range_ratio, config.range_convention, rng)
     outs = sample_lengths(n, config.output_len, config.range_ratio, config.range_convention, rng)
     words = single_token_words(tokenizer, random.Random(config.seed))
-    return [
-        Prompt(token_exact_prompt(tokenizer, i, rng, words), i, o)
-        for i, o in zip(ins, outs, strict=True)
-    ]
+    prompts = []
+    for i, o in zip(ins, outs, strict=True):
+        if deadline is not None and time.monotonic() > deadline:
+            raise BenchError(
+                f"the run timeout of {config.run_timeout_s} s passed while building the prompts "
+                f"({len(prompts)} of {n} built): raise --run-timeout or ask for fewer prompts"
+            )
+        prompts.append(Prompt(token_exact_prompt(tokenizer, i, rng, words), i, o))
+    return prompts

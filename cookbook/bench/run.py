@@ -114,15 +114,30 @@ async def _run_async(config, prompts, records, state, progress) -> None:
     # (aiohttp's 64 KiB default slows long responses), no connection cap of aiohttp's own.
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
+    deadline = state["deadline"]
+
+    def left() -> float | None:  # seconds to the run timeout (None: no timeout)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, read_bufsize=2**20
     ) as session:
         warm = prompts[: config.warmup]
-        for i, prompt in enumerate(warm):
-            rec = RequestRecord(-1 - i, prompt.input_len, prompt.output_len)
-            await _one_request(session, url, headers, config, prompt, rec, asyncio.Semaphore(1))
-            if not rec.success:
-                state["warmup_errors"].append(rec.error)
+
+        async def warm_up() -> None:
+            for i, prompt in enumerate(warm):
+                rec = RequestRecord(-1 - i, prompt.input_len, prompt.output_len)
+                one = asyncio.Semaphore(1)
+                await _one_request(session, url, headers, config, prompt, rec, one)
+                if not rec.success:
+                    state["warmup_errors"].append(rec.error)
+
+        try:
+            await asyncio.wait_for(warm_up(), timeout=left())
+        except TimeoutError:
+            state["interrupted"] = f"run timeout of {config.run_timeout_s} s (during the warm-up)"
+            state["t0"] = state["t1"] = time.perf_counter()
+            return
         if warm and len(state["warmup_errors"]) == len(warm):
             raise BenchError(f"every warmup request failed: {state['warmup_errors'][0]}")
 
@@ -130,20 +145,24 @@ async def _run_async(config, prompts, records, state, progress) -> None:
             state["on_measure_start"]()
         semaphore = asyncio.Semaphore(config.max_concurrency or len(records))
         rng = random.Random(config.seed + 1)
-        tasks = []
+        tasks: list[asyncio.Task] = []
+
+        async def send_all() -> None:  # arrivals (a rate spreads them out), then every answer
+            for prompt, rec in zip(prompts[config.warmup :], records, strict=True):
+                task = asyncio.create_task(
+                    _one_request(session, url, headers, config, prompt, rec, semaphore)
+                )
+                task.add_done_callback(lambda _t: progress.update())
+                tasks.append(task)
+                if not math.isinf(config.request_rate):
+                    shape = config.burstiness
+                    await asyncio.sleep(rng.gammavariate(shape, 1 / (config.request_rate * shape)))
+            await asyncio.gather(*tasks)
+
         state["t0"] = time.perf_counter()
-        for prompt, rec in zip(prompts[config.warmup :], records, strict=True):
-            task = asyncio.create_task(
-                _one_request(session, url, headers, config, prompt, rec, semaphore)
-            )
-            task.add_done_callback(lambda _t: progress.update())
-            tasks.append(task)
-            if not math.isinf(config.request_rate):
-                shape = config.burstiness
-                await asyncio.sleep(rng.gammavariate(shape, 1 / (config.request_rate * shape)))
         state["tasks"] = tasks
         try:
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout=config.run_timeout_s)
+            await asyncio.wait_for(send_all(), timeout=left())
         except TimeoutError:
             state["interrupted"] = f"run timeout of {config.run_timeout_s} s"
             for t in tasks:
@@ -207,12 +226,14 @@ def run_benchmark(
     `on_measure_start` is called once the warm-up requests are done, before the run's clock
     starts (benchmarks/fidelity.py scrapes the server's /metrics there)."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    # The run timeout bounds everything from here: prompt building, warm-up, arrivals, requests.
+    deadline = None if config.run_timeout_s is None else time.monotonic() + config.run_timeout_s
     if prompts is None:
         check_lengths(config, check_server(config))
         own = tokenizer is None
         tokenizer = tokenizer or ServerTokenizer(config)
         try:
-            prompts = build_dataset(config, tokenizer)
+            prompts = build_dataset(config, tokenizer, deadline)
         finally:
             if own:
                 tokenizer.close()
@@ -231,6 +252,7 @@ def run_benchmark(
     records = [RequestRecord(i, p.input_len, p.output_len) for i, p in enumerate(measured)]
     state: dict[str, Any] = {
         "warmup_errors": [], "interrupted": None, "on_measure_start": on_measure_start,
+        "deadline": deadline,
     }  # fmt: skip
     bar = _Progress(config.num_prompts, progress)
     try:
