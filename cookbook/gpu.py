@@ -70,7 +70,19 @@ def visible_index(visible: str | None, count: int) -> tuple[int | None, str | No
     if first.isdigit():
         return None, f"CUDA_VISIBLE_DEVICES={visible!r} names GPU {first}; nvidia-smi lists {count}"
     # UUIDs and MIG ids: nvidia-smi's name query does not list them, so fall back to GPU 0.
-    return 0, f"CUDA_VISIBLE_DEVICES={visible!r} is not an index; assuming GPU 0"
+    return 0, (
+        f"CUDA_VISIBLE_DEVICES={visible!r} is not an index (a UUID or MIG id): the recipe is "
+        "GPU 0's, which may not be the GPU CUDA uses; set an index to be sure"
+    )
+
+
+def not_a_gpu_list(text: str) -> str | None:
+    """The first line of nvidia-smi's answer that is no GPU of the query (name, memory, ...)."""
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if line.strip() and (len(parts) < 2 or not re.fullmatch(r"\d+(\s*MiB)?", parts[1])):
+            return line.strip()[:200]
+    return None
 
 
 def parse_nvidia_smi(text: str) -> list[Gpu]:
@@ -119,7 +131,8 @@ def detect_from_text(
     ids = [hw_for_name(g.name, recipes) for g in gpus]
     notes = [note] if note else []
     if len({g.name for g in gpus}) > 1:
-        how = "chosen by CUDA_VISIBLE_DEVICES" if visible is not None else "the default"
+        by_index = visible is not None and visible.split(",")[0].strip().isdigit()
+        how = "chosen by CUDA_VISIBLE_DEVICES" if by_index else "the default"
         notes.append(
             f"mixed GPU models: the server will use GPU {index} ({gpus[index].name}, {how}); "
             "set CUDA_VISIBLE_DEVICES=<index> to pick another"
@@ -138,12 +151,16 @@ def run_nvidia_smi(executable: str | None = None) -> tuple[str | None, str | Non
     for query in (NVIDIA_SMI_QUERY, NVIDIA_SMI_QUERY_OLD):
         try:
             proc = subprocess.run(
-                [exe, *query], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S
-            )
+                [exe, *query], capture_output=True, text=True, errors="replace",
+                timeout=NVIDIA_SMI_TIMEOUT_S,
+            )  # fmt: skip
         except subprocess.TimeoutExpired:
             return None, f"nvidia-smi did not answer within {NVIDIA_SMI_TIMEOUT_S} s"
         except OSError as exc:
             return None, f"nvidia-smi could not run: {exc}"
+        if proc.returncode == 0 and not_a_gpu_list(proc.stdout):
+            # Some drivers print an NVML error and still exit 0: that is no list of GPUs.
+            return None, f"nvidia-smi answered {not_a_gpu_list(proc.stdout)!r}, not a GPU list"
         if proc.returncode == 0:
             return proc.stdout, None
         last_error = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [
@@ -184,11 +201,11 @@ def gpu_use(index: int = 0, executable: str | None = None) -> GpuUse | None:
         memory = subprocess.run(
             [exe, f"--id={index}", "--query-gpu=memory.used,memory.total",
              "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
+            capture_output=True, text=True, errors="replace", timeout=NVIDIA_SMI_TIMEOUT_S,
         )  # fmt: skip
         apps = subprocess.run(
             [exe, f"--id={index}", "--query-compute-apps=pid", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
+            capture_output=True, text=True, errors="replace", timeout=NVIDIA_SMI_TIMEOUT_S,
         )  # fmt: skip
     except (subprocess.TimeoutExpired, OSError):
         return None

@@ -129,6 +129,11 @@ def log_directory(given: str | Path | None = None) -> Path:
             f"cannot use {what}: {exc.strerror or exc}; point COOKBOOK_LOG_DIR at a directory "
             "you can write (no engine was started)"
         ) from None
+    if info.st_mode & 0o002 and not info.st_mode & stat.S_ISVTX:
+        raise ServerStartError(
+            f"cannot use {what}: every user can write there, so others could replace the logs; "
+            "use a folder only you can write (no engine was started)"
+        )
     if chosen is None:
         if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
             raise ServerStartError(

@@ -141,7 +141,12 @@ class CookbookChoiceError(BadInputError, ValueError):
 
     def __init__(self, what: str, given: object, valid: list[str]):
         self.what, self.given, self.valid = what, given, valid
-        super().__init__(f"unknown {what} {given!r}; valid: {', '.join(valid)}")
+        shown = (
+            repr(given)
+            if len(repr(given)) <= 80
+            else f"{repr(given)[:60]}... ({len(str(given))} characters)"
+        )
+        super().__init__(f"unknown {what} {shown}; valid: {', '.join(valid)}")
 
 
 class _Strict(BaseModel):
@@ -638,10 +643,23 @@ def _load_yaml(text: str, path: Path) -> Any:
         loader.dispose()
 
 
+MAX_RECIPES_BYTES = 4 * 2**20  # the real file is ~40 KB: anything near this is not recipes
+
+
 def load_recipes_file(path: Path | str) -> Recipes:
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise RecipeError(
+                f"{path} is not a regular file (a pipe or a device?): give a YAML file"
+            )
+        with path.open("rb") as fh:
+            data = fh.read(MAX_RECIPES_BYTES + 1)
+        if len(data) > MAX_RECIPES_BYTES:
+            raise RecipeError(
+                f"{path} is larger than {MAX_RECIPES_BYTES // 2**20} MB: not a recipes file"
+            )
+        text = data.decode("utf-8")
         raw = _load_yaml(text, path)
     except FileNotFoundError:
         raise RecipeError(f"recipes file not found: {path}") from None

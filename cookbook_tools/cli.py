@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -214,8 +215,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hangup_is_an_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # a closed terminal stops the run as Ctrl-C does: summary kept
+
+
 def _run(args: argparse.Namespace) -> int:
     from cookbook_tools import runner
+
+    signal.signal(signal.SIGHUP, _hangup_is_an_interrupt)
 
     notebooks = runner.select(args.notebooks)
     if not notebooks:
@@ -265,6 +272,10 @@ def _bench(args: argparse.Namespace) -> int:
     slo = {}
     for item in args.goodput or []:
         name, _, value = item.partition(":")
+        if name in slo:
+            raise UsageError(
+                f"cookbook bench: error: --goodput {name}:... is given twice; give each SLO once"
+            )
         try:
             slo[name] = float(value)
         except ValueError:

@@ -243,7 +243,11 @@ def run(
     # results to RESULTS_PATH there.
     if not str(out_dir).strip():
         raise RunnerError("--out is empty: give a folder for the executed notebooks")
-    out_dir = Path(out_dir).expanduser().resolve()
+    try:
+        out_dir = Path(out_dir).expanduser().resolve()
+    except RuntimeError as exc:  # ~name of no user, or a link that leads back to itself
+        what = "a symbolic link loop" if "loop" in str(exc).lower() else str(exc)
+        raise RunnerError(f"--out {str(out_dir)!r}: {what}") from None
     if out_dir == NOTEBOOKS_DIR:
         raise RunnerError(
             f"--out {out_dir}: the executed notebooks would overwrite their sources there; give "

@@ -121,6 +121,7 @@ CLI_CASES = [
     _case("run-a-notebook-elsewhere", "run {work}/01_chat.ipynb", 2,
           "is not one of the cookbook's notebooks"),
     _case("run-out-empty", ["run", "01", "--out", ""], 2, "--out is empty"),
+    _case("run-out-a-link-loop", "run 01 --out {work}/loop/run", 2, "a symbolic link loop"),
     _case("run-out-is-the-sources", "run 01 --out .", 2, "would overwrite their sources",
           cwd=str(REPO / "notebooks")),
     _case("run-unknown-variant", "run 01 --variant mega", 2, "unknown variant 'mega'"),
@@ -146,6 +147,16 @@ CLI_CASES = [
     _case("bench-no-scheme", "bench --base-url localhost:8000 --model m", 2,
           "an http:// or https:// URL"),
     _case("bench-nothing-there", BENCH, 2, "no server answered at"),
+    _case("bench-goodput-twice", BENCH + " --goodput ttft:100 --goodput ttft:200", 2,
+          "--goodput ttft:... is given twice"),
+    _case("bench-out-a-pipe", BENCH + " --out {pipe}", 2, "is not a regular file"),
+    _case("bench-out-no-such-user", BENCH + " --out ~no-such-user-here/r.json", 2,
+          "no such user's home folder"),
+    _case("bench-out-a-link-loop", BENCH + " --out {work}/loop/r.json", 2, "Too many levels"),
+    _case("recipes-a-pipe", "matrix", 2, "is not a regular file", env={"COOKBOOK_RECIPES": "{pipe}"}),
+    _case("recipes-dev-zero", "matrix", 2, "is not a regular file",
+          env={"COOKBOOK_RECIPES": "/dev/zero"}),
+    _case("hw-100k-characters", ["command", "--hw", "x" * 100_000], 2, "(100000 characters)"),
     _case("bench-key-in-the-url", "bench --no-progress --base-url http://me:SECRETKEY@127.0.0.1:9/v1 --model m",
           2, "carries credentials (pass the key with --api-key"),
     # a key may start with "-": it is a key, not an option (argparse alone would say "expected
@@ -250,6 +261,8 @@ def world(tmp_path_factory):
     work = tmp_path_factory.mktemp("bad")
     (work / "a-file").write_text("not a directory")
     (work / "models" / "lfm").mkdir(parents=True)  # a directory without config.json
+    os.mkfifo(work / "a-pipe")  # reading or writing it would wait forever
+    (work / "loop").symlink_to(work / "loop")  # a link to itself
     html = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Html)
     threading.Thread(target=html.serve_forever, daemon=True).start()
     busy = socket.socket()
@@ -258,6 +271,7 @@ def world(tmp_path_factory):
     values = {
         "work": str(work),
         "file": str(work / "a-file"),
+        "pipe": str(work / "a-pipe"),
         "busy": str(busy.getsockname()[1]),
         "closed": f"http://127.0.0.1:{free_port()}/v1",
         "html": f"http://127.0.0.1:{html.server_address[1]}",

@@ -24,6 +24,7 @@ EXPECTED = {
     "l40s": "l40s",
     "t4-colab": "t4",
     "t4-old-driver": "t4",
+    "h100-sxm-driver-535": "h100",  # detected; its driver is refused later (test_machine.py)
     "v100": "v100",
     "rtx4090": None,
     "mixed-h100-a100": "h100",
@@ -87,7 +88,7 @@ def test_cuda_visible_devices_that_hide_or_miss_every_gpu():
     missing = gpu.detect_from_text(text, visible="5")
     assert not missing.gpus and "names GPU 5; nvidia-smi lists 2" in missing.error
     uuid = gpu.detect_from_text(text, visible="GPU-8f0c1d2e")
-    assert uuid.hw == "h100" and "is not an index; assuming GPU 0" in uuid.notes[0]
+    assert uuid.hw == "h100" and "is not an index (a UUID or MIG id)" in uuid.notes[0]
 
 
 def _fake_smi(tmp_path: Path, body: str) -> str:
@@ -159,3 +160,25 @@ def test_an_idle_gpu_passes(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     server.check_gpu_is_free()  # no exception: 1 MiB in use is not another server
     assert gpu.gpu_use(0).pids == ()
+
+
+def test_bytes_that_are_not_utf8_do_not_break_detection(tmp_path):
+    exe = _fake_smi(tmp_path, "printf 'NVIDIA H100 80GB HBM3\\377, 81559, 9.0\\n'\n")
+    detection = gpu.detect(executable=exe)
+    assert detection.error is None and detection.gpu.name.startswith("NVIDIA H100")
+
+
+def test_an_nvml_error_with_exit_status_0_is_no_gpu_list(tmp_path):
+    exe = _fake_smi(tmp_path, "echo 'Failed to initialize NVML: Driver/library version mismatch'\n")
+    detection = gpu.detect(executable=exe)
+    assert detection.gpus == () and "Driver/library version mismatch" in detection.error
+    assert "not a GPU list" in detection.error
+
+
+@pytest.mark.parametrize("visible", ["GPU-5b8c2f3e-1111-2222-3333-444455556666", "MIG-1a2b3c4d"])
+def test_a_uuid_in_cuda_visible_devices_is_not_said_to_choose_the_gpu(visible):
+    text = (ANSWERS / "mixed-a100-h100.txt").read_text()
+    detection = gpu.detect_from_text(text, visible=visible)
+    notes = " ".join(detection.notes)
+    assert detection.index == 0 and "not an index (a UUID or MIG id)" in notes
+    assert "chosen by CUDA_VISIBLE_DEVICES" not in notes and "the default" in notes

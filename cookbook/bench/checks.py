@@ -67,7 +67,14 @@ def check_lengths(config: BenchConfig, max_model_len: int | None) -> None:
 def check_out_path(path: str | Path) -> Path:
     """Fail before a run, not after it: the result file and its .requests.jsonl beside it must
     be files this process can write (made and removed here if they do not exist yet)."""
-    path = Path(path).expanduser()
+    try:
+        path = Path(path).expanduser()
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise BenchError(f"--out {str(path)!r} is not a regular file (a pipe or a device?)")
+    except RuntimeError:  # expanduser: ~name of no user
+        raise BenchError(f"--out {str(path)!r}: no such user's home folder") from None
+    except OSError as exc:  # e.g. a symbolic link loop
+        raise BenchError(f"--out {str(path)!r}: {exc.strerror or exc}") from None
     if not path.name or path.is_dir():
         raise BenchError(f"--out {str(path)!r} is a directory: give a file, e.g. results/run.json")
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)

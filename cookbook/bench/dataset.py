@@ -38,14 +38,24 @@ class ServerTokenizer:
             )
         return json_of(response, f"{self._client.base_url}{path}")
 
-    def encode(self, text: str) -> list[int]:
-        return list(
-            self._post("/tokenize", {"prompt": text, "add_special_tokens": False})["tokens"]
+    def _field(self, path: str, answer: Any, names: tuple[str, ...]) -> Any:
+        """The first of `names` in the answer (vLLM and SGLang name some fields differently)."""
+        if isinstance(answer, dict):
+            for name in names:
+                if name in answer:
+                    return answer[name]
+        raise BenchError(
+            f"{path} on {self._client.base_url} answered without {' or '.join(map(repr, names))}: "
+            f"{str(answer)[:200]} (the benchmark needs vLLM's or SGLang's tokenize endpoints)"
         )
+
+    def encode(self, text: str) -> list[int]:
+        body = {"prompt": text, "add_special_tokens": False}
+        return list(self._field("/tokenize", self._post("/tokenize", body), ("tokens",)))
 
     def decode(self, ids: Sequence[int]) -> str:
         answer = self._post("/detokenize", {"tokens": list(ids)})
-        return answer["prompt"] if "prompt" in answer else answer["text"]  # vLLM / SGLang
+        return self._field("/detokenize", answer, ("prompt", "text"))  # vLLM / SGLang
 
     def _vocab_size(self) -> int:
         # The largest id a long, varied text maps to bounds the ordinary vocabulary from below;
