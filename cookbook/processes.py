@@ -129,7 +129,8 @@ def log_directory(given: str | Path | None = None) -> Path:
             f"cannot use {what}: {exc.strerror or exc}; point COOKBOOK_LOG_DIR at a directory "
             "you can write (no engine was started)"
         ) from None
-    if info.st_mode & 0o002 and not info.st_mode & stat.S_ISVTX:
+    shared = info.st_mode & 0o002 and not info.st_mode & stat.S_ISVTX
+    if shared and not stat.S_ISLNK(info.st_mode):
         raise ServerStartError(
             f"cannot use {what}: every user can write there, so others could replace the logs; "
             "use a folder only you can write (no engine was started)"

@@ -272,5 +272,8 @@ def test_tp_override_is_offered_on_the_larger_checkpoints_only(recipes):
 def test_base_commands_say_the_parsers_are_dropped_by_the_cookbooks_choice(recipes):
     for variant in ("base-230m", "base-1.2b", "base-8b-a1b"):
         notes = " ".join(launch_spec("h200", variant).notes)
-        assert "this cookbook's own choice" in notes and "The seed launches the Base repos" in notes
+        assert (
+            "this cookbook's own choice" in notes
+            and "LFM2.5 cookbook page launches the Base repos" in notes
+        )
     assert not any("own choice" in n for n in launch_spec("h200", "jp-original").notes)

@@ -68,6 +68,12 @@ def test_guard_requires_the_key_except_on_open_paths():
     ]:
         reached, sent = _call(path, headers)
         assert reached == [] and sent[0]["status"] == 401, (path, headers)
+    # The header read as vLLM's own check reads it (its authenticate.py): the scheme in any case,
+    # then the key exactly as sent after one space.
+    assert _call("/invocations", [(b"authorization", b"bearer k3y")])[0] == ["/invocations"]
+    for spaced in (b"Bearer  k3y", b"Bearer k3y "):
+        reached, sent = _call("/invocations", [(b"authorization", spaced)])
+        assert reached == [] and sent[0]["status"] == 401, spaced
     # A proxy prefix is not a way around it.
     assert _call("/api/health", root_path="/api")[0] == ["/api/health"]
     assert _call("/api/tokenize", root_path="/api")[1][0]["status"] == 401

@@ -42,9 +42,8 @@ class RequireKey:
         for name, value in scope.get("headers", ()):
             if name.lower() == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
-                return scheme.lower() == "bearer" and hmac.compare_digest(
-                    _digest(token.strip()), self._key
-                )
+                # As vLLM's own check reads it: the scheme in any case, the key exactly as sent.
+                return scheme.lower() == "bearer" and hmac.compare_digest(_digest(token), self._key)
         return False
 
     async def __call__(self, scope, receive, send) -> None:
