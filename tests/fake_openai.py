@@ -8,6 +8,8 @@ The request's `model` picks the behaviour, so one server covers every case:
   stall    one chunk, then nothing
   cut      one token fewer than `max_tokens` (as a server at its context limit)
   fail     two chunks, then an error message in the stream (HTTP 200 all along)
+  negative `max_tokens` chunks, then a usage chunk counting -5 completion tokens
+  notjson  a stream chunk that is not JSON
 /v1/models lists these modes with max_model_len MAX_MODEL_LEN.
 A whitespace tokenizer backs /tokenize and /detokenize: token i is the word WORDS[i]
 (an unknown word gets some id; the harness only probes with those).
@@ -25,7 +27,7 @@ from aiohttp import web
 WORDS = ["".join(letters) for letters in itertools.product("abcdefgh", repeat=3)][:500]
 INDEX = {w: i for i, w in enumerate(WORDS)}
 REQUESTS = web.AppKey("requests", list)
-MODES = ("ok", "nousage", "error", "die", "stall", "cut", "fail")
+MODES = ("ok", "nousage", "error", "die", "stall", "cut", "fail", "negative", "notjson")
 MAX_MODEL_LEN = 4096
 
 
@@ -64,11 +66,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(60)
     if mode == "cut":
         n -= 1
+    if mode == "notjson":
+        await resp.write(b"data: {not json\n\n")
     for i in range(n):
         await resp.write(chunk(f" t{i}"))
         await asyncio.sleep(0.001)
     if mode != "nousage":
-        usage = {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}
+        done = -5 if mode == "negative" else n
+        usage = {"prompt_tokens": 7, "completion_tokens": done, "total_tokens": 7 + done}
         await resp.write(chunk("", usage=usage, choices=False))
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()

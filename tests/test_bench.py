@@ -305,7 +305,8 @@ def test_a_stalled_server_ends_at_the_timeouts_with_partial_results(fake):
         progress=False, log=lambda _: None,
     )  # fmt: skip
     assert time.monotonic() - started < 10
-    assert run.metrics.failed == 6 and all("Timeout" in r.error for r in run.records)
+    assert run.metrics.failed == 6
+    assert all("within the request timeout of 1.5 s" in r.error for r in run.records)
 
     started = time.monotonic()
     run = bench.run_benchmark(
@@ -337,6 +338,20 @@ def test_the_run_timeout_bounds_prompt_building_warm_up_and_arrivals(fake):
     with pytest.raises(BenchError, match="passed while building the prompts"):
         bench.run_benchmark(_config(fake, num_prompts=200_000, run_timeout_s=1.0), **quiet)
     assert time.monotonic() - started < 8
+
+
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        ("negative", "the server counted -5 completion tokens (usage is broken)"),
+        ("notjson", "JSONDecodeError: a stream chunk was not JSON"),
+    ],
+)
+def test_a_broken_answer_is_named(fake, mode, says):
+    run = bench.run_benchmark(
+        _config(fake, model=mode, warmup=0), progress=False, log=lambda _: None
+    )
+    assert run.metrics.failed == 6 and all(says in r.error for r in run.records), run.records[0]
 
 
 def test_request_rate_spreads_arrivals(fake):

@@ -132,6 +132,9 @@ async def _one_request(session, url: str, headers, config, prompt, record, semap
             record.ttft_s, record.e2el_s = times[0], times[-1]
             record.itl_s = [b - a for a, b in itertools.pairwise(times)]
             got = record.output_tokens  # usage only: a chunk may carry several tokens
+            if got is not None and got < 0:
+                record.error = f"the server counted {got} completion tokens (usage is broken)"
+                return
             if config.ignore_eos and got is not None and got < prompt.output_len:
                 # With ignore_eos only a limit ends a stream early: the context, or a max_tokens
                 # the server lowered. Its numbers would flatter the run: a failure, with why.
@@ -144,5 +147,15 @@ async def _one_request(session, url: str, headers, config, prompt, record, semap
         except asyncio.CancelledError:
             record.error = record.error or "cancelled before it finished"
             raise
-        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
-            record.error = f"{type(exc).__name__}: {exc}"[:500]
+        except TimeoutError:
+            record.error = (
+                f"TimeoutError: no complete answer within the request timeout of "
+                f"{config.request_timeout_s:g} s (--request-timeout)"
+            )
+        except json.JSONDecodeError as exc:
+            record.error = (
+                f"JSONDecodeError: a stream chunk was not JSON ({exc.msg} at character "
+                f"{exc.pos}): is this an OpenAI-compatible streaming server?"
+            )
+        except aiohttp.ClientError as exc:
+            record.error = f"{type(exc).__name__}: {exc or 'the connection broke'}"[:500]
