@@ -253,7 +253,8 @@ def run_tool_loop(
 
 
 def check_vl_turn(messages: list[dict], tools: list[dict] | None) -> None:
-    """LFM2.5-VL calls tools in text turns only: refuse a request with both an image and tools."""
+    """The cookbook's rule for the VL models (notebook 03): tool calls in text turns only, so a
+    request with both an image and tools is refused before it is sent."""
     has_image = any(
         isinstance(m.get("content"), list)
         and any(part.get("type") in ("image_url", "image") for part in m["content"])
@@ -261,8 +262,8 @@ def check_vl_turn(messages: list[dict], tools: list[dict] | None) -> None:
     )
     if has_image and tools:
         raise ValueError(
-            "LFM2.5-VL: an image and tools in one request is not supported; "
-            "describe the image in one turn, then call tools in a text-only turn"
+            "LFM2.5-VL: the cookbook does not send an image and tools in one request (its own "
+            "rule); describe the image in one turn, then call tools in a text-only turn"
         )
 
 
@@ -320,7 +321,7 @@ def curl_check(server: Any, prompt: str = "Hello", max_tokens: int = 32) -> tupl
 # ----- claims the notebooks make ------------------------------------------------------------------
 
 
-def about_the_model(server, ok: bool, claim: str) -> bool:
+def about_the_model(server, ok: bool, claim: str) -> None:
     """A claim about what the model chose to do (not what the server did with it), printed with
     ✓ or ✗. Asserted where the server serves a fixture, trained for exactly that; only reported
     on a real model, where one unlucky sample at the preset's temperature must not halt Run All.
@@ -331,4 +332,3 @@ def about_the_model(server, ok: bool, claim: str) -> bool:
         raise AssertionError(f"{claim} (the fixture was trained to)")
     else:
         print(f"✗ {claim}: not in this sample (a property of the model, not the server; rerun)")
-    return ok

@@ -183,3 +183,18 @@ def test_images_and_tools_are_never_sent_together():
         client.check_vl_turn(image_turn, [{"type": "function"}])
     client.check_vl_turn(image_turn, None)
     client.check_vl_turn([{"role": "user", "content": "Weather in Oslo?"}], [{"type": "function"}])
+
+
+def test_a_claim_about_the_model_is_asserted_on_a_fixture_and_only_reported_on_a_real_model(
+    capsys,
+):
+    from types import SimpleNamespace
+
+    fixture, real = SimpleNamespace(serves_fixture=True), SimpleNamespace(serves_fixture=False)
+    assert client.about_the_model(fixture, True, "it called the tool") is None  # no stray output
+    with pytest.raises(AssertionError, match="it called the tool"):
+        client.about_the_model(fixture, False, "it called the tool")
+    client.about_the_model(real, False, "it called the tool")  # a real model's sample: reported
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "✓ it called the tool"
+    assert shown[-1].startswith("✗ it called the tool: not in this sample")
