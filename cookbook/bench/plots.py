@@ -11,8 +11,30 @@ import matplotlib.pyplot as plt
 
 Result = Mapping[str, Any]
 
+# Under every plot of a run on the CPU path: what such a plot can and cannot show.
+CPU_CAPTION = (
+    "Measured on this machine's CPU with a tiny fixture model, not LFM2.5 on a GPU: it shows the "
+    "harness working, not a performance figure. A tiny model on a few cores is bound by "
+    "per-request overheads, so batching costs it little: per-user speed can even rise with "
+    "concurrency here, which a loaded GPU does not show."
+)
 
-def throughput_vs_concurrency(sweep: Sequence[Result], title: str = "") -> plt.Figure:
+
+def _finish(fig: plt.Figure, caption: str | None) -> plt.Figure:
+    """Lay the figure out, with `caption` (if any) wrapped under the axes."""
+    fig.tight_layout()
+    if caption:
+        import textwrap
+
+        lines = textwrap.wrap(caption, width=int(fig.get_figwidth() * 15))
+        fig.subplots_adjust(bottom=0.18 + 0.045 * len(lines))
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, style="italic", va="bottom")
+    return fig
+
+
+def throughput_vs_concurrency(
+    sweep: Sequence[Result], title: str = "", caption: str | None = None
+) -> plt.Figure:
     """Output and total token throughput against max concurrency (one result per level)."""
     levels = [r["max_concurrency"] for r in sweep]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -24,11 +46,10 @@ def throughput_vs_concurrency(sweep: Sequence[Result], title: str = "") -> plt.F
     ax.set_title(title or "Throughput vs concurrency")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, caption)
 
 
-def latency_percentiles(runs: Mapping[str, Result]) -> plt.Figure:
+def latency_percentiles(runs: Mapping[str, Result], caption: str | None = None) -> plt.Figure:
     """TTFT and TPOT at the median, p90, p95 and p99, one bar group per run."""
     stats = ("median", "p90", "p95", "p99")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -42,11 +63,12 @@ def latency_percentiles(runs: Mapping[str, Result]) -> plt.Figure:
         ax.set_title(metric.upper())
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, caption)
 
 
-def per_user_vs_total(sweep: Sequence[Result], title: str = "") -> plt.Figure:
+def per_user_vs_total(
+    sweep: Sequence[Result], title: str = "", caption: str | None = None
+) -> plt.Figure:
     """The serving trade-off: each user's speed (1000 / mean TPOT) against the server's total."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     xs = [r["output_throughput"] for r in sweep]
@@ -58,12 +80,15 @@ def per_user_vs_total(sweep: Sequence[Result], title: str = "") -> plt.Figure:
     ax.set_ylabel("output tok/s per user")
     ax.set_title(title or "Per-user speed vs total throughput")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, caption)
 
 
 def yours_vs_published(
-    yours: Result, published: Mapping[str, float], label: str, metrics: Sequence[str] | None = None
+    yours: Result,
+    published: Mapping[str, float],
+    label: str,
+    metrics: Sequence[str] | None = None,
+    caption: str | None = None,
 ) -> plt.Figure:
     """Your run's figures beside a published cell, metric by metric (each on its own axis: the
     units differ), with the published source in the title."""
@@ -74,5 +99,4 @@ def yours_vs_published(
         ax.set_title(m, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(label, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, caption)
