@@ -26,6 +26,9 @@ from cookbook.errors import ServerStartError
 from cookbook.paths import REPO_ROOT
 from cookbook.watchdog import kill_session
 
+# Set by `cookbook run` for its notebooks: a progress bar saved into an executed notebook shows
+# only its first state (a frozen "0%" on the docs site), so there the outcome is printed instead.
+NO_PROGRESS_BARS_ENV = "COOKBOOK_NO_PROGRESS_BARS"
 LOG_TAIL_LINES = 40
 STOP_GRACE_S = 10.0
 POLL_S = 0.5
@@ -99,6 +102,11 @@ def url_host(host: str) -> str:
 
 
 # ----- logs ---------------------------------------------------------------------------------
+
+
+def progress_bars() -> bool:
+    """Whether live progress bars make sense here (not in a notebook `cookbook run` records)."""
+    return os.environ.get(NO_PROGRESS_BARS_ENV) != "1"
 
 
 def log_directory(given: str | Path | None = None) -> Path:
@@ -258,7 +266,7 @@ class OwnedProcess:
         `progress`, a tqdm line of that name shows the seconds spent, refreshed every few."""
         started = time.monotonic()
         bar = None
-        if progress:
+        if progress and progress_bars():
             from tqdm import tqdm
 
             bar = tqdm(total=int(timeout_s), desc=progress, unit="s", file=sys.stderr,

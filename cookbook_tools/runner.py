@@ -18,6 +18,7 @@ from typing import Any
 
 from cookbook.errors import BadInputError
 from cookbook.paths import NOTEBOOKS_DIR, REPO_ROOT
+from cookbook.processes import NO_PROGRESS_BARS_ENV
 
 DEFAULT_OUT = REPO_ROOT / "runs" / "latest"
 CELL_TIMEOUT_S = 900
@@ -278,6 +279,9 @@ def run(
         parameters["VARIANT"] = variant
     runs: list[NotebookRun] = []
     total = time.monotonic()
+    # The kernels inherit it: no live progress bars in the notebooks this run records.
+    previous_bars = os.environ.get(NO_PROGRESS_BARS_ENV)
+    os.environ[NO_PROGRESS_BARS_ENV] = "1"
     shared = SharedServers(engine, echo) if engine.endswith("-cpu") and not fresh_servers else None
     try:
         for i, notebook in enumerate(notebooks):
@@ -312,6 +316,10 @@ def run(
     finally:
         if shared is not None:
             shared.close()
+        if previous_bars is None:
+            os.environ.pop(NO_PROGRESS_BARS_ENV, None)
+        else:
+            os.environ[NO_PROGRESS_BARS_ENV] = previous_bars
     return runs
 
 

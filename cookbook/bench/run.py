@@ -21,6 +21,7 @@ from cookbook.bench.config import BenchConfig, BenchError, sweep_settings
 from cookbook.bench.dataset import Prompt, ServerTokenizer, build_dataset
 from cookbook.bench.metrics import CONVENTIONS, Metrics, compute_metrics
 from cookbook.bench.requests import RequestRecord, _one_request
+from cookbook.processes import progress_bars
 
 
 @dataclass
@@ -90,7 +91,7 @@ def _span(values: Sequence[int]) -> dict[str, float]:
 class _Progress:
     def __init__(self, total: int, enabled: bool):
         self.bar = None
-        if enabled:
+        if enabled and progress_bars():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc="requests", unit="req")
