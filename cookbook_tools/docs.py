@@ -49,6 +49,10 @@ CSS = """
 # not load offline), and no MathJax (no notebook has math; mkdocs-jupyter's default loads "").
 COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_PLACEHOLDER = (
+    "[an interactive widget: it needs a running kernel, so this page cannot show it; open the "
+    "notebook in JupyterLab or Colab to use it]"
+)
 BADGE_SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img"
  aria-label="Open in Colab"><rect width="117" height="20" rx="3" fill="#555"/>
 <rect x="42" width="75" height="20" rx="3" fill="#f9ab00"/><g fill="#fff"
@@ -357,9 +361,13 @@ def stage(run_dir: Path, site_dir: Path, staging: Path = STAGING) -> dict[str, P
             if cell.cell_type == "markdown":
                 cell.source = cell.source.replace(COLAB_BADGE_URL, "../colab-badge.svg")
             # Live widgets (progress bars, the Deploy panel) need a kernel, and their renderer
-            # would be fetched from a CDN: keep their text form.
+            # would be fetched from a CDN; their text form is a Python repr ("VBox(children=...").
+            # The page says what is there instead.
             for output in cell.get("outputs", []):
-                output.get("data", {}).pop(WIDGET_MIME, None)
+                data = output.get("data", {})
+                if data.pop(WIDGET_MIME, None) is not None:
+                    data.pop("text/html", None)
+                    data["text/plain"] = WIDGET_PLACEHOLDER
         nb.metadata.pop("widgets", None)
         banner = nbformat.v4.new_markdown_cell(provenance_html(entry, summary))
         banner["id"] = "provenance"

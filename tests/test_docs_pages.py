@@ -101,3 +101,29 @@ def test_on_the_site_a_guide_links_to_guides_or_to_github(page: Path):
         assert f"{paths.repository_url()}/blob/{paths.BRANCH}/{path}" in staged or (
             f"{paths.repository_url()}/tree/{paths.BRANCH}/{path}" in staged
         ), target
+
+
+def test_a_widget_output_is_named_on_the_page_not_shown_as_its_python_repr(tmp_path):
+    import json
+
+    import nbformat
+
+    run = tmp_path / "run"
+    run.mkdir()
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("panel")
+    cell.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={docs.WIDGET_MIME: {"model_id": "x"}, "text/plain": "VBox(children=(HTML(..."},
+        )
+    ]
+    nb.cells = [nbformat.v4.new_markdown_cell("# 09 · A panel"), cell]
+    nbformat.write(nb, run / "09_deploy_panel.ipynb")
+    entry = {"notebook": "09_deploy_panel", "status": "passed", "engine": "sglang-cpu",
+             "executed": str(run / "09_deploy_panel.ipynb")}  # fmt: skip
+    (run / "summary.json").write_text(json.dumps({"notebooks": [entry]}))
+    docs.stage(run, tmp_path / "site", tmp_path / "staging")
+    staged = nbformat.read(tmp_path / "staging" / "src" / "notebooks" / "09_deploy_panel.ipynb", 4)
+    (output,) = [o for c in staged.cells if c.cell_type == "code" for o in c.outputs]
+    assert output["data"] == {"text/plain": docs.WIDGET_PLACEHOLDER}
