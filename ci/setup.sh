@@ -133,12 +133,12 @@ colab_env() {  # Colab: no .venv; the cookbook goes into the kernel's own Python
   # The GPU first: Colab's Python already has what the check needs (pydantic, PyYAML), so a
   # runtime SGLang cannot use (a T4) is told so before minutes of installs.
   if "$PYTHON" -c "import pydantic, yaml" 2>/dev/null \
-    && ! out=$(ENGINE=${ENGINE:-auto} PYTHONPATH=. "$PYTHON" -m cookbook.machine --shell); then
+    && ! out=$(ENGINE=${ENGINE:-auto} PYTHONPATH=. "$PYTHON" -m cookbook.machine --shell --colab); then
     echo "[setup] stopped: this runtime cannot run ENGINE=${ENGINE:-auto} (see the reason above)" >&2
     exit 3
   fi
   "$PYTHON" -m pip install -q -e . || { echo "[setup] pip install -e . failed" >&2; exit 1; }
-  if ! out=$(ENGINE=${ENGINE:-auto} "$PYTHON" -m cookbook.machine --shell); then
+  if ! out=$(ENGINE=${ENGINE:-auto} "$PYTHON" -m cookbook.machine --shell --colab); then
     echo "[setup] stopped: this runtime cannot run ENGINE=${ENGINE:-auto} (see the reason above)" >&2
     exit 3
   fi

@@ -9,6 +9,7 @@ run, or an nvidia-smi that fails is an error that says what to do, not a quiet s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -61,7 +62,7 @@ def engine_label(engine: str, recipes: Recipes | None = None) -> str:
     """What serves, in words, for every place a run is described (summary, docs banner)."""
     recipes = recipes or load_recipes()
     labels = {
-        "sglang": f"SGLang ({sglang_pin()}) on the GPU, launched from the verified cells",
+        "sglang": f"SGLang ({sglang_pin()}) on the GPU, launched from the Deploy panel's cells",
         "sglang-cpu": recipes.engines.sglang_cpu.label,
         "vllm": "vLLM on the GPU, with the Lambda guide's flags adapted per variant",
         "vllm-cpu": recipes.engines.vllm_cpu.label,
@@ -165,6 +166,7 @@ class MachinePlan:
     environments: tuple[str, ...] = ()  # what ci/setup.sh makes besides .venv
     stop: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    colab: bool = False  # set-up installs into the runtime's own Python there, not into .venv
 
     def lines(self) -> list[str]:
         out = [f"GPU          {self.detection.summary}"]
@@ -176,10 +178,27 @@ class MachinePlan:
             "about 11 GB to download; and sglang-router)",
             "cpu-engine": ".venvs/cpu-engine: the CPU build of vLLM (about 6 GB, a few minutes)",
         }
-        out.append(".venv        the cookbook package, JupyterLab, papermill, test tools")
-        out += [f"install      {installs[e]}" for e in self.environments]
+        present = {
+            "sglang": (SGLANG_VENV / "bin" / "sglang").exists(),
+            "cpu-engine": (VENVS_DIR / "cpu-engine" / "bin" / "python").exists(),
+        }
+        if self.colab:
+            out.append("python       the cookbook package into this runtime's own Python")
+        else:
+            out.append(".venv        the cookbook package, JupyterLab, papermill, test tools")
+        for e in self.environments:
+            if present[e]:
+                out.append(f"present      .venvs/{e} (checked, brought up to date if needed)")
+            else:
+                out.append(f"install      {installs[e]}")
         what = {
-            "sglang": "SGLang, the verified cells, real LFM2.5 weights from the Hugging Face hub",
+            "sglang": "SGLang, "
+            + (
+                "the verified cells"
+                if self.detection.hw and load_recipes().hw(self.detection.hw).verified
+                else "a recipe derived from the nearest verified cell (Not Verified)"
+            )
+            + ", real LFM2.5 weights from the Hugging Face hub",
             "sglang-cpu": "SGLang on the CPU (the cookbook's torch stand-ins for two CUDA "
             "kernels) serving the project's fixtures (tiny models, NOT LFM2.5)",
             "vllm-cpu": "vLLM's CPU build serving the project's fixtures (tiny models, NOT LFM2.5)",
@@ -225,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine", default=os.environ.get("ENGINE") or "auto", help="auto|...")
     parser.add_argument("--shell", action="store_true", help="KEY=value lines for ci/setup.sh")
+    parser.add_argument("--colab", action="store_true", help="set-up for a Colab runtime")
     args = parser.parse_args(argv)
     try:
-        result = plan(args.engine)
+        result = dataclasses.replace(plan(args.engine), colab=args.colab)
     except CookbookChoiceError as exc:
         print(f"setup: error: {exc}", file=sys.stderr)
         return 2

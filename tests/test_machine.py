@@ -3,6 +3,7 @@ answers on PATH (SGLang itself is never faked: 'no SGLang' is the only state tes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -66,10 +67,21 @@ def test_a_failing_nvidia_smi_is_not_taken_for_no_gpu():
         choose_engine("auto", broken, sglang_present=True)
 
 
-def test_plans_name_what_set_up_installs():
+def test_plans_name_what_set_up_installs(monkeypatch, tmp_path):
+    monkeypatch.setattr(machine, "SGLANG_VENV", tmp_path / "none")  # nothing installed yet
     h100 = machine.plan("auto", detection("h100-sxm"))
     assert (h100.engine, h100.environments, h100.stop) == ("sglang", ("sglang",), None)
     assert any("the `gpu` extra" in line and "sglang==" in line for line in h100.lines())
+    assert any(line.startswith(".venv ") for line in h100.lines())
+    assert any("the verified cells" in line for line in h100.lines())
+    # An L4 has no verified cell; Colab makes no .venv; an installed environment is not re-sold.
+    l4 = dataclasses.replace(machine.plan("auto", detection("l4")), colab=True)
+    assert any("derived from the nearest verified cell (Not Verified)" in x for x in l4.lines())
+    assert not any(line.startswith(".venv ") for line in l4.lines())
+    (tmp_path / "none" / "bin").mkdir(parents=True)
+    (tmp_path / "none" / "bin" / "sglang").touch()
+    assert any(line.startswith("present      .venvs/sglang") for line in h100.lines())
+    assert not any("about 11 GB" in line for line in h100.lines())
     cpu = machine.plan("auto", NO_GPU)
     assert (cpu.engine, cpu.environments) == ("sglang-cpu", ("sglang",))
     t4 = machine.plan("auto", detection("t4-colab"))
