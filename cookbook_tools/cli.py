@@ -224,6 +224,8 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGHUP, _hangup_is_an_interrupt)
 
+    if not args.out.strip():  # Path("") would be "." (the current folder)
+        raise UsageError("cookbook run: error: --out is empty: give a folder for the notebooks")
     notebooks = runner.select(args.notebooks)
     if not notebooks:
         raise UsageError("cookbook run: error: no notebooks found in notebooks/")
@@ -426,7 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vllm: U[L(1-r), L(1+r)]; sglang: U[L*r, L]")  # fmt: skip
     p.add_argument("--warmup", type=int, default=1, help="warmup requests (not measured)")
     p.add_argument("--no-ignore-eos", action="store_true", help="let requests stop at EOS")
-    p.add_argument("--goodput", nargs="+", metavar="NAME:MS", help="SLOs, e.g. ttft:500 tpot:50")
+    p.add_argument(
+        "--goodput",
+        nargs="+",
+        action="extend",
+        metavar="NAME:MS",
+        help="SLOs, e.g. ttft:500 tpot:50",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--request-timeout", type=_positive_seconds, default=600.0,
                    help="seconds per request")  # fmt: skip

@@ -69,10 +69,14 @@ def check_out_path(path: str | Path) -> Path:
     be files this process can write (made and removed here if they do not exist yet)."""
     try:
         path = Path(path).expanduser()
+        path.resolve()  # a symbolic link loop raises here
         if path.exists() and not path.is_file() and not path.is_dir():
             raise BenchError(f"--out {str(path)!r} is not a regular file (a pipe or a device?)")
-    except RuntimeError:  # expanduser: ~name of no user
-        raise BenchError(f"--out {str(path)!r}: no such user's home folder") from None
+    except RuntimeError as exc:  # expanduser: ~name of no user; resolve: a link loop
+        what = (
+            "a symbolic link loop" if "loop" in str(exc).lower() else "no such user's home folder"
+        )
+        raise BenchError(f"--out {str(path)!r}: {what}") from None
     except OSError as exc:  # e.g. a symbolic link loop
         raise BenchError(f"--out {str(path)!r}: {exc.strerror or exc}") from None
     if not path.name or path.is_dir():
