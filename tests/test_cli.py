@@ -186,3 +186,20 @@ def test_doctor_without_gpu(cookbook_exe):
     env = {**os.environ, "PATH": str(Path(cookbook_exe).parent)}
     out = run(cookbook_exe, "doctor", env=env)
     assert out.returncode == 0 and "gpu        no NVIDIA GPU" in out.stdout
+
+
+def test_a_hangup_stops_cookbook_run_as_ctrl_c_does():
+    # The runner keeps the summary and stops its servers on KeyboardInterrupt; a closed terminal
+    # (SIGHUP) takes the same path.
+    import signal
+
+    from cookbook_tools import cli
+
+    before = signal.getsignal(signal.SIGHUP)
+    try:
+        assert cli.main(["run", "01", "--out", ""]) == 2  # refused, after the handler is set
+        handler = signal.getsignal(signal.SIGHUP)
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGHUP, None)
+    finally:
+        signal.signal(signal.SIGHUP, before)
