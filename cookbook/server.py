@@ -421,7 +421,7 @@ class Server(_ServerBase):
                     launched = time.monotonic()
                     self._launch(port, announce)
                     self._owned.wait_ready(
-                        lambda: (ids := self._models(2.0)) is not None and self.plan.model in ids,
+                        self._ready,
                         self.plan.startup_timeout_s,
                         self._fail,
                         progress=(
@@ -517,6 +517,15 @@ class Server(_ServerBase):
         self._client = None
         self._launches += 1
         _LIVE.add(self)
+
+    def _ready(self) -> bool:
+        """Whether the server lists its model. An engine that lost its port to another process
+        between our choice and its bind may stay up without serving (SGLang logs the error and
+        waits): that is a failure now, so start() retries on another port."""
+        if any(marker in self.log_tail(20).lower() for marker in _PORT_IN_USE):
+            raise self._fail("could not bind its port (address already in use)")
+        ids = self._models(2.0)
+        return ids is not None and self.plan.model in ids
 
     def _fail(self, what: str) -> ServerStartError:
         plan = self.plan

@@ -343,17 +343,20 @@ def test_one_server_per_kernel():
     said: list[str] = []
     # The cookbook's own policy, whatever the engine: vLLM's CPU build starts quicker.
     first = launch("instruct", "vllm-cpu", echo=said.append)
+    assert said[0].startswith("command: ") and said[1].startswith("ready in ")  # run, then say
     try:
+        n = len(said)
         again = launch("instruct", "vllm-cpu", echo=said.append)
         assert again is first and first.alive and live_servers() == [first]
         assert (
-            said[-1].startswith("reusing <Server vllm-cpu instruct")
-            and "one server per kernel" in said[-1]
+            said[n].startswith("reusing <Server vllm-cpu instruct")
+            and "one server per kernel" in said[n]
         )
         pid, port = first.pid, first.port
+        n = len(said)
         other = launch("thinking", "vllm-cpu", echo=said.append)
         try:
-            assert said[-1].startswith("stopping <Server vllm-cpu instruct")
+            assert said[n].startswith("stopping <Server vllm-cpu instruct")
             assert not first.alive and live_servers() == [other]
             assert_all_gone(pid, port)
         finally:
