@@ -395,8 +395,23 @@ class DiffLine:
     text: str
 
 
+class DiffLines:
+    """The lines an override added and removed, read from a `diff` of DiffLine (the Playground's
+    result and the Deploy panel's state both show them)."""
+
+    diff: tuple[DiffLine, ...]
+
+    @property
+    def added(self) -> list[str]:
+        return [d.text for d in self.diff if d.tag == "+"]
+
+    @property
+    def removed(self) -> list[str]:
+        return [d.text for d in self.diff if d.tag == "-"]
+
+
 @dataclass(frozen=True)
-class PlaygroundResult:
+class PlaygroundResult(DiffLines):
     base: LaunchSpec
     spec: LaunchSpec
     command: str
@@ -407,14 +422,6 @@ class PlaygroundResult:
     @property
     def verified(self) -> bool:
         return self.spec.verified
-
-    @property
-    def added(self) -> list[str]:
-        return [d.text for d in self.diff if d.tag == "+"]
-
-    @property
-    def removed(self) -> list[str]:
-        return [d.text for d in self.diff if d.tag == "-"]
 
 
 def line_diff(base: str, new: str) -> tuple[DiffLine, ...]:

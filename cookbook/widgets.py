@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cookbook import commands, gpu
-from cookbook.commands import DiffLine, PlaceholderError, Placeholders
+from cookbook.commands import DiffLine, DiffLines, PlaceholderError, Placeholders
 from cookbook.recipes import CookbookChoiceError, Recipes, load_recipes
 
 NO_TP = 0  # the TP picker's value for "no override" (selection widgets cannot hold None)
@@ -61,7 +61,7 @@ class Selection:
 
 
 @dataclass(frozen=True)
-class PanelState:
+class PanelState(DiffLines):
     """Everything the panel shows for one selection."""
 
     selection: Selection
@@ -79,14 +79,6 @@ class PanelState:
     @property
     def badge(self) -> str:
         return VERIFIED if self.verified else NOT_VERIFIED
-
-    @property
-    def added(self) -> list[str]:
-        return [d.text for d in self.diff if d.tag == "+"]
-
-    @property
-    def removed(self) -> list[str]:
-        return [d.text for d in self.diff if d.tag == "-"]
 
 
 def panel_state(selection: Selection, recipes: Recipes | None = None) -> PanelState:
