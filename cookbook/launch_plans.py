@@ -124,11 +124,7 @@ def plan_launch(
         return _plan_sglang(**common, hw=hw, tp=tp, detection=detection)
     plan_for = {"sglang-cpu": _plan_sglang_cpu, "vllm-cpu": _plan_vllm_cpu, "vllm": _plan_vllm}
     plan = plan_for[engine](**common)
-    return plan if not tp_note else _with_notes(plan, tp_note)
-
-
-def _with_notes(plan: LaunchPlan, notes: tuple[str, ...]) -> LaunchPlan:
-    return replace(plan, notes=(*plan.notes, *notes))
+    return replace(plan, notes=(*plan.notes, *tp_note))
 
 
 def _where(host: str, port: int) -> list[str]:
@@ -151,6 +147,9 @@ def _plan_sglang(*, variant, model, host, port, env, startup_timeout_s, extra_ar
                  tp, detection) -> LaunchPlan:  # fmt: skip
     """The verified (or derived) cell, with this launch's host and port."""
     hf_id = recipes.model(variant).hf_id
+    driver = machine.driver_problem(detection, recipes)
+    if driver:
+        raise ServerStartError(f"{driver} (no engine was started)")
     hw = hw or detection.hw
     if hw is None:
         raise ServerStartError(

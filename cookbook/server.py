@@ -457,10 +457,6 @@ class Server(_ServerBase):
             raise ServerStartError(
                 f"{machine.no_sglang_error(gpu.detect())} (no engine was started)"
             )
-        if plan.engine == "sglang":
-            problem = machine.driver_problem(gpu.detect())
-            if problem:
-                raise ServerStartError(f"{problem} (no engine was started)")
         if plan.engine == "sglang" and self._check_gpu_free:
             check_gpu_is_free()
         if plan.engine == "vllm-cpu" and not cpu_engine_python().exists():
@@ -640,13 +636,12 @@ def live_servers() -> list[Server]:
     return [s for s in list(_LIVE) if s.alive]
 
 
-def make_room(why: str, echo=print, keep: Server | None = None) -> None:
-    """Stop every server this process runs (but `keep`): on a GPU a second server would not fit
-    beside the first one's memory pool."""
+def make_room(why: str, echo=print) -> None:
+    """Stop every server this process runs: on a GPU a second server would not fit beside the
+    first one's memory pool."""
     for running in live_servers():
-        if running is not keep:
-            echo(f"stopping {running!r} first: {why}")
-            running.stop()
+        echo(f"stopping {running!r} first: {why}")
+        running.stop()
 
 
 def launch(

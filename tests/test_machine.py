@@ -233,3 +233,20 @@ def test_setup_stops_on_a_foreign_venv_it_cannot_use(tmp_path):
     assert out.returncode == 1
     assert "was not made by this cookbook" in out.stderr and "Nothing was deleted" in out.stderr
     assert python.exists()
+
+
+def test_an_explicit_sglang_launch_on_an_old_driver_is_refused_before_anything_runs(
+    tmp_path, monkeypatch
+):
+    from cookbook.errors import ServerStartError
+    from cookbook.launch_plans import plan_launch
+
+    env = fake_nvidia_smi_env(tmp_path, "h100-sxm-driver-535")
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(ServerStartError, match="the NVIDIA driver here is 535.104.05"):
+        plan_launch("instruct", "sglang", port=31000)
+    # The same GPU whose answer names no driver: planned as before.
+    (tmp_path / "fake-bin" / "nvidia-smi").unlink()
+    monkeypatch.setenv("PATH", fake_nvidia_smi_env(tmp_path, "h100-sxm")["PATH"])
+    assert plan_launch("instruct", "sglang", port=31000).engine == "sglang"
