@@ -6,8 +6,6 @@ every route the running app registers to that file: those of the import and thos
 adds (the /metrics mount of --enable-metrics). SGLang adds its own --api-key middleware later,
 outside this one, so the dump sees only requests the key let through, and answers nothing."""
 
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -28,25 +26,14 @@ def _run_next_sitecustomize() -> None:
             return
 
 
-class _AddRouteDump(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname != HTTP_SERVER:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        run_module = spec.loader.exec_module
+def _add_route_dump(module) -> None:
+    from sglang_route_dump import DumpRoutes
 
-        def exec_module(module):
-            run_module(module)
-            from sglang_route_dump import DumpRoutes
-
-            module.app.add_middleware(DumpRoutes)
-
-        spec.loader.exec_module = exec_module
-        return spec
+    module.app.add_middleware(DumpRoutes)
 
 
 _run_next_sitecustomize()
 if os.environ.get("COOKBOOK_TEST_ROUTES_FILE"):
-    sys.meta_path.insert(0, _AddRouteDump())
+    import cookbook_cpu_hooks  # the stand-ins' folder follows this one on the path
+
+    sys.meta_path.insert(0, cookbook_cpu_hooks.PatchOnLoad(HTTP_SERVER, _add_route_dump))
