@@ -32,6 +32,11 @@ def github_slug() -> str:
     return repository_url().removeprefix("https://github.com/")
 
 
+def repository_file_url(relative: str, folder: bool = False) -> str:
+    """A file (or folder) of the repository on GitHub, on the published branch."""
+    return f"{repository_url()}/{'tree' if folder else 'blob'}/{BRANCH}/{relative}"
+
+
 def colab_url(notebook: str) -> str:
     return (
         f"https://colab.research.google.com/github/{github_slug()}/blob/{BRANCH}/"

@@ -118,7 +118,7 @@ def readme_opening() -> str:
     """The README up to its first section: the landing page's introduction."""
     text = (REPO_ROOT / "README.md").read_text()
     head = text.split("\n## ", 1)[0]
-    return head.replace("](data/", f"]({paths.repository_url()}/blob/{paths.BRANCH}/data/")
+    return head.replace("](data/", f"]({paths.repository_file_url('data/')}")
 
 
 def guide_pages(guides_dir: Path = GUIDES_DIR) -> list[tuple[str, str]]:
@@ -158,8 +158,7 @@ def guide_markdown(path: Path, guides_dir: Path = GUIDES_DIR) -> str:
             relative = resolved.relative_to(REPO_ROOT).as_posix()
         except ValueError:
             return match.group(0)
-        kind = "tree" if resolved.is_dir() else "blob"
-        url = f"{paths.repository_url()}/{kind}/{paths.BRANCH}/{relative}"
+        url = paths.repository_file_url(relative, folder=resolved.is_dir())
         return f"]({url}{'#' + anchor if anchor else ''})"
 
     # Code blocks are shown as written: only the prose between the fences is rewritten.
