@@ -87,7 +87,7 @@ def format_report(report: Report) -> str:
     lines.append(f"auto       {report.auto}")
     lines.append("engines")
     lines += [f"  {name:<9}{status}" for name, status in report.engines.items()]
-    lines.append("packages")
+    lines.append(f"packages (of this Python, {sys.executable}; engines run from their own)")
     width = max(map(len, report.packages), default=0) + 1
     lines += [f"  {name:<{width}}{version or '-'}" for name, version in report.packages.items()]
     lines.append("ports (127.0.0.1)")
