@@ -295,7 +295,7 @@ def tp_offered(variant: str, recipes: Recipes | None = None) -> bool:
 def with_tp(spec: LaunchSpec, tp: int, recipes: Recipes | None = None) -> LaunchSpec:
     """The Playground's TP override: replace --tp, placed right after --model-path."""
     recipes = recipes or load_recipes()
-    valid = [v for v in recipes.playground.tp_values if v is not None]
+    valid = [v for v in recipes.page_of(spec.variant).tp_values if v is not None]
     if tp not in valid:
         raise CookbookChoiceError("TP override", tp, [str(v) for v in valid])
     if str(tp) != _flag_value(list(spec.flags), "--tp") and not tp_offered(spec.variant, recipes):
@@ -310,6 +310,36 @@ def with_tp(spec: LaunchSpec, tp: int, recipes: Recipes | None = None) -> Launch
     flags.insert(at, f"--tp {tp}")
     unchanged = tuple(flags) == spec.flags
     return replace(spec, flags=tuple(flags), verified=spec.verified and unchanged)
+
+
+def parser_toggles(variant: str, recipes: Recipes | None = None) -> dict[str, str]:
+    """The Playground's parser items for a model's page: toggle id -> the flag it adds."""
+    recipes = recipes or load_recipes()
+    return {k: t.flag for k, t in recipes.page_of(variant).parser_toggles.items()}
+
+
+def with_parser(spec: LaunchSpec, toggle: str, recipes: Recipes | None = None) -> LaunchSpec:
+    """A Playground parser toggle turned on: its flag joins before the tail flags (--host,
+    --port), where the LFM2.5 page's cells carry their parsers. A flag already there is kept."""
+    recipes = recipes or load_recipes()
+    toggles = parser_toggles(spec.variant, recipes)
+    if not toggles:
+        offered = [m for m in recipes.variants if parser_toggles(m, recipes)]
+        raise CookbookChoiceError(
+            f"variant for a parser toggle ({spec.variant}'s page has none: its parsers are in "
+            "the verified cells)",
+            spec.variant,
+            offered,
+        )
+    if toggle not in toggles:
+        raise CookbookChoiceError(f"parser toggle for {spec.variant}", toggle, list(toggles))
+    flag = toggles[toggle]
+    if flag in spec.flags:
+        return spec
+    flags = list(spec.flags)
+    tail = next(i for i, f in enumerate(flags) if f in recipes.deploy.tail_flags)
+    flags.insert(tail, flag)
+    return replace(spec, flags=tuple(flags), verified=False)
 
 
 # ----- rendering ----------------------------------------------------------------------------
@@ -348,7 +378,8 @@ def docker_lines(
         *docker.after_env_options,
     ]
     first, *rest = options
-    lines = [f"docker run {first}", *("  " + o for o in rest), "  " + docker.image]
+    image = recipes.page_of(spec.variant).docker_image
+    lines = [f"docker run {first}", *("  " + o for o in rest), "  " + image]
     lines += ["  " + recipes.deploy.program, *("    " + f for f in spec.flags)]
     return [substitute(line, spec, values) for line in lines]
 
@@ -370,7 +401,7 @@ def render_curl(
 ) -> str:
     recipes = recipes or load_recipes()
     values = values or Placeholders.resolve(recipes=recipes)
-    return substitute(recipes.curl_check, spec, values)
+    return substitute(recipes.page_of(spec.variant).curl_check, spec, values)
 
 
 def server_argv(
@@ -467,7 +498,7 @@ def submit_issue_url(
     params = {
         "template": submit.issue_template,
         "title": f"[Playground] Verified cell: {combo}",
-        "model": submit.cookbook_model,
+        "model": recipes.page_of(spec.variant).cookbook_model,
         "combination": combo,
         "cell-snippet": f"```bash\n{command}\n```",
         "existing-cell": f"```bash\n{existing_command}\n```" if existing_command else "",
@@ -484,12 +515,15 @@ def playground(
     docker: bool = False,
     values: Placeholders | None = None,
     recipes: Recipes | None = None,
+    parsers: tuple[str, ...] = (),
 ) -> PlaygroundResult:
-    """Apply the Playground's overrides on top of the Deploy selection."""
+    """Apply the Playground's overrides (TP, parser toggles) on top of the Deploy selection."""
     recipes = recipes or load_recipes()
     values = values or Placeholders.resolve(recipes=recipes)
     base = launch_spec(hw, variant, recipes=recipes)
     spec = with_tp(base, tp, recipes) if tp is not None else base
+    for toggle in parsers:
+        spec = with_parser(spec, toggle, recipes)
     base_command = render(base, values, docker, recipes)
     command = render(spec, values, docker, recipes)
     existing = base_command if base.verified else None  # a derived base is no verified cell

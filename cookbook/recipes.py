@@ -192,6 +192,7 @@ class Model(_Strict):
     choose_when: str | None = None
     based_on: str | None = None
     sampling: str | None = None
+    page: str = "lfm2.5"  # the SGLang cookbook page whose Deploy panel has it (pages)
     note: str | None = None
 
     @property
@@ -304,8 +305,34 @@ def _check_pasted_text(text: str) -> str:
     return text
 
 
+class ParserToggle(_Strict):
+    label: str
+    flag: str
+
+    @field_validator("flag")
+    @classmethod
+    def _one_flag(cls, flag: str) -> str:
+        return _check_flag_lines([flag])[0]
+
+
+class Page(_Strict):
+    """One SGLang cookbook page: its own Deploy panel, Docker image and Playground knobs."""
+
+    source: str
+    config: str  # upstream paths in sgl-project/sglang
+    benchmarks: str
+    docker_image: str = Field(pattern=IMAGE)
+    cookbook_model: str  # the Submit form's `model`
+    tp_values: list[Annotated[int, Field(ge=1)] | None]
+    latency_statistic: str
+    curl_check: str
+    upstream_variants: dict[str, str] = Field(default_factory=dict)
+    parser_toggles: dict[str, ParserToggle] = Field(default_factory=dict)
+
+    _curl = field_validator("curl_check")(_check_pasted_text)
+
+
 class Docker(_Strict):
-    image: str = Field(pattern=IMAGE)
     run_options: list[str]
     after_env_options: list[str]
 
@@ -322,11 +349,9 @@ class Install(_Strict):
 class Submit(_Strict):
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
     issue_template: str
-    cookbook_model: str
 
 
 class Playground(_Strict):
-    tp_values: list[Annotated[int, Field(ge=1)] | None]
     tp_variants: list[str]
     submit: Submit
 
@@ -446,6 +471,7 @@ class Engines(_Strict):
 class Recipes(_Strict):
     schema_version: Literal[1]
     sources: dict[str, Source]
+    pages: dict[str, Page]
     models: dict[str, Model]
     sampling: dict[str, SamplingPreset]
     sampling_note: str
@@ -456,15 +482,12 @@ class Recipes(_Strict):
     deploy: Deploy
     placeholders: dict[str, Placeholder]
     docker: Docker
-    curl_check: str
     install: Install
     playground: Playground
     lambda_8b_a1b: LambdaRecipe
     scale_out: ScaleOut
     engines: Engines
     fixtures: dict[str, str]
-
-    _curl = field_validator("curl_check")(_check_pasted_text)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Recipes:
@@ -499,6 +522,21 @@ class Recipes(_Strict):
                     f"deploy.cells.{hw_id}: cells must cover exactly the serving variants "
                     f"(missing: {missing or 'none'}, not a serving variant: {extra or 'none'})"
                 )
+        for model_id, model in self.models.items():
+            if model.page not in self.pages:
+                raise ValueError(
+                    f"models.{model_id}.page: unknown page {model.page!r}; "
+                    f"valid: {', '.join(self.pages)}"
+                )
+        for page_id, page in self.pages.items():
+            if page.source not in self.sources:
+                raise ValueError(f"pages.{page_id}.source: unknown source {page.source!r}")
+            for model_id in page.upstream_variants:
+                if model_id not in self.models or self.models[model_id].page != page_id:
+                    raise ValueError(
+                        f"pages.{page_id}.upstream_variants: {model_id!r} is not a model of "
+                        "this page"
+                    )
         for model_id, model in self.models.items():
             preset = model.sampling or model_id
             if preset not in self.sampling:
@@ -576,6 +614,11 @@ class Recipes(_Strict):
         if hw_id not in self.hardware:
             raise CookbookChoiceError("hardware", hw_id, list(self.hardware))
         return self.hardware[hw_id]
+
+    def page_of(self, model_id: str) -> Page:
+        """The SGLang cookbook page of a model (a Base repo: its based_on's)."""
+        model = self.model(model_id)
+        return self.pages[self.models[model.based_on].page if model.based_on else model.page]
 
     def sampling_for(self, model_id: str) -> SamplingPreset:
         model = self.model(model_id)

@@ -52,6 +52,7 @@ class Selection:
     variant: str
     tp: int | None = None
     docker: bool = False
+    parsers: tuple[str, ...] = ()  # the Playground's parser toggles turned on (pages.*)
     host_ip: str | None = None  # None: the recipes' default (0.0.0.0)
     port: str | int | None = None  # None: the recipes' default (30000)
 
@@ -96,18 +97,23 @@ def panel_state(selection: Selection, recipes: Recipes | None = None) -> PanelSt
         docker=selection.docker,
         values=values,
         recipes=recipes,
+        parsers=selection.parsers,
     )
     base, spec = result.base, result.spec
+    overrides = " and ".join(
+        what for what, on in (("TP override", selection.tp), ("parser toggle", selection.parsers))
+        if on
+    )  # fmt: skip
     if spec.verified:
         reason = f"the verified {spec.cell_id} cell, exactly as upstream"
     elif base.verified:
-        reason = f"the Playground's TP override changes the verified {base.cell_id} cell"
+        reason = f"the Playground's {overrides} changes the verified {base.cell_id} cell"
     else:
         reason = f"derived from the verified {base.derived_from} cell, not yet run end-to-end"
         if not result.added and not result.removed and selection.tp is not None:
             reason += " (the TP override changes nothing)"
         elif result.added or result.removed:
-            reason += ", with the Playground's TP override"
+            reason += f", with the Playground's {overrides}"
     return PanelState(
         selection=selection,
         command=result.command,
@@ -150,11 +156,20 @@ def variant_options(recipes: Recipes | None = None) -> list[tuple[str, str]]:
 
 
 def tp_options(recipes: Recipes | None = None) -> list[tuple[str, int]]:
+    """Every page's TP values in order (a model's page may offer fewer: the panel disables them)."""
     recipes = recipes or load_recipes()
-    return [
-        ("none" if v is None else str(v), NO_TP if v is None else v)
-        for v in recipes.playground.tp_values
-    ]
+    values = dict.fromkeys(v for page in recipes.pages.values() for v in page.tp_values)
+    return [("none" if v is None else str(v), NO_TP if v is None else v) for v in values]
+
+
+def parser_toggle_options(recipes: Recipes | None = None) -> dict[str, str]:
+    """Every page's parser toggles: id -> the label the panel shows (label and flag)."""
+    recipes = recipes or load_recipes()
+    return {
+        toggle_id: f"{toggle.label} ({toggle.flag})"
+        for page in recipes.pages.values()
+        for toggle_id, toggle in page.parser_toggles.items()
+    }
 
 
 def initial_hardware(
@@ -359,6 +374,10 @@ class DeployPanel:
         self.tp = w.ToggleButtons(
             options=tp_options(self.recipes), value=NO_TP, description="TP override"
         )
+        self.parsers = {
+            toggle_id: w.Checkbox(value=False, description=label, indent=False)
+            for toggle_id, label in parser_toggle_options(self.recipes).items()
+        }
         self.detected = w.HTML(f"<small>{_esc(why)}</small>")
         self.badge = w.HTML()
         self.command = w.HTML()
@@ -386,6 +405,7 @@ class DeployPanel:
             ("host_ip", self.host_ip),
             ("port", self.port),
             ("tp", self.tp),
+            *((f"parser-{toggle_id}", box) for toggle_id, box in self.parsers.items()),
         ):
             widget.add_class(f"cookbook-{name}")
             widget.observe(self._on_change, "value")
@@ -415,6 +435,7 @@ class DeployPanel:
                 w.HBox([self.host_ip, self.port, self.hf_token]),
                 w.HTML(f"{h3}Playground</h3>"),
                 self.tp,
+                *self.parsers.values(),
                 self.badge,
                 self.command,
                 w.HBox([self.copy, self.submit]),
@@ -443,6 +464,7 @@ class DeployPanel:
             variant=self.variant.value,
             tp=self.tp.value or None,
             docker=self.docker.value,
+            parsers=tuple(t for t, box in self.parsers.items() if box.value),
             host_ip=self.host_ip.value.strip(),
             port=self.port.value.strip(),
         )
@@ -453,6 +475,7 @@ class DeployPanel:
         variant: str | None = None,
         *,
         tp: int | None = _KEEP,
+        parsers: tuple[str, ...] | None = None,
         docker: bool | None = None,
         host_ip: str | None = None,
         port: str | int | None = None,
@@ -470,6 +493,15 @@ class DeployPanel:
             if value not in [v for _, v in options]:
                 raise CookbookChoiceError("TP override", tp, [label for label, _ in options])
             self.tp.value = value
+        if parsers is not None:
+            offered = commands.parser_toggles(self.variant.value, self.recipes)
+            unknown = [t for t in parsers if t not in offered]
+            if unknown:
+                raise CookbookChoiceError(
+                    f"parser toggle for {self.variant.value}", unknown[0], list(offered)
+                )
+            for toggle_id, box in self.parsers.items():
+                box.value = toggle_id in parsers
         if docker is not None:
             self.docker.value = bool(docker)
         if host_ip is not None:
@@ -491,6 +523,13 @@ class DeployPanel:
         if not offered and self.tp.value not in (NO_TP, 1):
             self.tp.value = NO_TP  # observed: this refreshes again with the override gone
             return
+        # A parser toggle exists only on its model's page (the VL-3B page's tool-call parser).
+        toggles = commands.parser_toggles(self.variant.value, self.recipes)
+        for toggle_id, box in self.parsers.items():
+            box.disabled = toggle_id not in toggles
+            if box.disabled and box.value:
+                box.value = False  # observed: this refreshes again with the toggle off
+                return
         try:
             state = panel_state(self.selection, self.recipes)
         except (CookbookChoiceError, PlaceholderError) as exc:

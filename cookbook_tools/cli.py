@@ -133,7 +133,8 @@ def _command(args: argparse.Namespace) -> int:
     )
     if args.curl and args.json:
         raise _conflict("--curl and --json: pick one (the JSON carries the cURL check as 'curl')")
-    unused_by_curl = _given(args, ("docker", "host", "tp", "hf_token_env")) if args.curl else []
+    unused = ("docker", "host", "tp", "parser", "hf_token_env")
+    unused_by_curl = _given(args, unused) if args.curl else []
     if unused_by_curl:
         raise _conflict(
             f"--curl prints the cURL check, which {', '.join(unused_by_curl)} does not change "
@@ -145,8 +146,9 @@ def _command(args: argparse.Namespace) -> int:
             "(a bare command reads HF_TOKEN from your environment itself)"
         )
     result = commands.playground(
-        args.hw, args.variant, tp=args.tp, docker=args.docker, values=values
-    )
+        args.hw, args.variant, tp=args.tp, docker=args.docker, values=values,
+        parsers=tuple(args.parser or ()),
+    )  # fmt: skip
     spec = result.spec
     curl = commands.render_curl(spec, values)
     if args.json:
@@ -373,8 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("command", help="the launch command for a GPU and a model")
     p.add_argument("--hw", help=f"hardware id: {', '.join(recipes.hardware)}")
     p.add_argument("--variant", help=f"model: {', '.join(recipes.models)}")
-    p.add_argument("--docker", action="store_true", help="wrap in `docker run` (dev image)")
+    p.add_argument("--docker", action="store_true", help="wrap in `docker run` (the page's image)")
     p.add_argument("--tp", type=int, help="Playground TP override (changes the verified command)")
+    toggles = sorted({t for page in recipes.pages.values() for t in page.parser_toggles})
+    p.add_argument("--parser", action="append", metavar="TOGGLE",
+                   help=f"Playground parser toggle, where the model's page offers one: "
+                   f"{', '.join(toggles)} (changes the verified command)")  # fmt: skip
     p.add_argument("--host", help="HOST_IP placeholder (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="PORT placeholder (default 30000)")
     p.add_argument("--hf-token-env", help="name of the variable holding your HF token (Docker)")

@@ -254,7 +254,7 @@ def benchmarks_page() -> str:
     recipes = load_recipes()
     for hw, cells in card.items():
         if hw not in recipes.hardware:
-            continue  # the workloads and accuracy entries
+            continue  # the workloads, accuracy and build entries
         for variant, (lat, thr) in cells.items():
             out.append(f"| {hw} | {variant} | " + " | ".join(str(v) for v in (*lat, *thr)) + " |")
     accuracy = card.get("accuracy_pct", {})
@@ -269,6 +269,16 @@ def benchmarks_page() -> str:
         ]
         for variant, row in accuracy.items():
             out.append(f"| {variant} | " + " | ".join(str(row.get(n, "")) for n in names) + " |")
+    for variant, by_hw in card.get("accuracy_pct_by_hw", {}).items():
+        out += ["", f"Accuracy (%) of {variant}, as its own page publishes it, per GPU:", ""]
+        out += [
+            f"- {hw}: " + ", ".join(f"{k} {v}" for k, v in row.items()) for hw, row in by_hw.items()
+        ]
+    built = card.get("measured_with", {})
+    if built:
+        out += ["", "SGLang builds behind these numbers, per page and GPU:", ""]
+        for page, by_hw in built.items():
+            out.append(f"- {page}: " + "; ".join(f"{hw} `{v}`" for hw, v in by_hw.items()))
     seed = data["seed_004"]
     out += [
         "",

@@ -43,7 +43,7 @@ def test_matrix_lists_24_verified_cells_and_the_lambda_recipe(cookbook_exe):
     out = run(cookbook_exe, "matrix")
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if " Verified " in line]
-    assert len(rows) == 24
+    assert len(rows) == 27
     assert {line.split()[0] for line in rows} == {"h100", "h200", "b200"}
     assert (
         "Recipe lambda-8b-a1b: LiquidAI/LFM2.5-8B-A1B served as lfm25_8b_a1b on port 8000"
@@ -53,11 +53,11 @@ def test_matrix_lists_24_verified_cells_and_the_lambda_recipe(cookbook_exe):
 
 def test_matrix_json(cookbook_exe):
     data = json.loads(run(cookbook_exe, "matrix", "--json").stdout)
-    assert len(data["cells"]) == 24 and all(c["verified"] for c in data["cells"])
+    assert len(data["cells"]) == 27 and all(c["verified"] for c in data["cells"])
     assert data["recipes"][0]["id"] == "lambda-8b-a1b"
     assert "--tool-call-parser pythonic" in data["recipes"][0]["commands"]["vllm"]
     every = json.loads(run(cookbook_exe, "matrix", "--json", "--all").stdout)["cells"]
-    assert sum(c["verified"] for c in every) == 24 and len(every) > 24
+    assert sum(c["verified"] for c in every) == 27 and len(every) > 27
     a100 = next(c for c in every if c["hw"] == "a100" and c["variant"] == "instruct")
     assert a100["badge"] == "Not Verified" and a100["derived_from"] == "h100/instruct"
     assert a100["attention_backend"] == "flashinfer"

@@ -7,7 +7,7 @@ import pytest
 from cookbook import commands
 from cookbook.commands import PlaceholderError, Placeholders, launch_spec, render
 from cookbook.recipes import CookbookChoiceError
-from tests.reference import SERVING
+from tests.reference import SERVING, VL_3B_FLAGS, VL_3B_IMAGE
 
 MODELS = SERVING
 # The reference's per-hardware flags (after --trust-remote-code / --model-path / --tp 1).
@@ -20,6 +20,7 @@ HOPPER = {
     "jp": ["--tool-call-parser lfm2"],
     "vl": ["--tool-call-parser lfm2"],
     "vl-450m": ["--tool-call-parser lfm2", "--mem-fraction-static 0.8"],
+    "vl-3b": VL_3B_FLAGS,
 }
 B200 = {
     "8b-a1b": ["--attention-backend flashinfer", "--reasoning-parser qwen3", "--tool-call-parser lfm2"],
@@ -30,6 +31,7 @@ B200 = {
     "jp": ["--attention-backend trtllm_mha", "--tool-call-parser lfm2"],
     "vl": ["--attention-backend flashinfer", "--mm-attention-backend fa4", "--tool-call-parser lfm2"],
     "vl-450m": ["--attention-backend flashinfer", "--mm-attention-backend fa4", "--tool-call-parser lfm2", "--mem-fraction-static 0.8"],
+    "vl-3b": VL_3B_FLAGS,
 }  # fmt: skip
 EXPECTED_FLAGS = {"h100": HOPPER, "h200": HOPPER, "b200": B200}
 VL_ENV = ["SGLANG_USE_CUDA_IPC_TRANSPORT=1", "SGLANG_USE_IPC_POOL_HANDLE_CACHE=1"]
@@ -56,7 +58,7 @@ def expected_docker(hw, variant, port=30000):
         "  --env HF_TOKEN",
         *(f"  --env {e}" for e in env),
         "  --ipc=host",
-        "  lmsysorg/sglang:dev-cu13",
+        "  " + (VL_3B_IMAGE if variant == "vl-3b" else "lmsysorg/sglang:dev-cu13"),
         "  sglang serve",
         *("    " + f for f in flags),
     ]

@@ -42,7 +42,9 @@ def test_capabilities(recipes):
     assert recipes.models["thinking"].capabilities.reasoning_parser == "qwen3-thinking"
     reasoning = {k for k, m in recipes.models.items() if m.capabilities.reasoning_parser}
     assert reasoning == {"8b-a1b", "thinking"}
-    assert {k for k, m in recipes.models.items() if m.capabilities.vision} == {"vl", "vl-450m"}
+    vision = {k for k, m in recipes.models.items() if m.capabilities.vision}
+    assert vision == {"vl", "vl-450m", "vl-3b"}
+    assert recipes.models["vl-3b"].capabilities.tools is False  # its cells carry no parser
     assert recipes.models["jp-original"].capabilities.tools is False
     assert all(recipes.models[k].capabilities.base for k in recipes.models if k.startswith("base-"))
     assert recipes.models["8b-a1b"].context == "128K"
@@ -60,7 +62,8 @@ def test_sampling_presets(recipes, model_id):
 
 def test_matrix_shape(recipes):
     assert recipes.verified_hardware == ["h100", "h200", "b200"]
-    assert sum(len(row) for row in recipes.deploy.cells.values()) == 24
+    # 24 cells of the LFM2.5 page, and the VL-3B page's one model on the same three GPUs
+    assert sum(len(row) for row in recipes.deploy.cells.values()) == 27
     assert recipes.deploy.vision_env == [
         "SGLANG_USE_CUDA_IPC_TRANSPORT=1",
         "SGLANG_USE_IPC_POOL_HANDLE_CACHE=1",
