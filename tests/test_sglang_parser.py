@@ -46,6 +46,9 @@ def all_commands(recipes) -> tuple[list[dict], dict[str, commands.LaunchSpec]]:
             add(f"{hw}/{variant}/docker", launch_spec(hw, variant), docker=True)
             for tp in (1, 2) if commands.tp_offered(variant, recipes) else (1,):
                 add(f"{hw}/{variant}/tp{tp}", commands.playground(hw, variant, tp=tp).spec)
+            for toggle in commands.parser_toggles(variant, recipes):
+                spec = commands.playground(hw, variant, parsers=(toggle,)).spec
+                add(f"{hw}/{variant}/parser-{toggle}", spec)
     add(
         "h100/instruct/local",
         launch_spec("h100", "instruct"),
@@ -73,10 +76,12 @@ def test_every_command_is_accepted(checked, recipes):
     _, results, specs = checked
     rejected = {k: r["error"] for k, r in results.items() if not r["ok"]}
     assert rejected == {}
-    # 11 GPUs x 13 models, 24 docker cells, 48 TP overrides, one local, one Lambda.
+    # 11 GPUs x 14 models, 27 docker cells, 27 TP=1 and 15 TP=2 overrides, 3 parser toggles
+    # (VL-3B on its three GPUs), one local, one Lambda.
     supported = [h for h in recipes.hardware.values() if h.supported]
     tp2 = len(recipes.verified_hardware) * len(recipes.playground.tp_variants)
-    assert len(results) == len(supported) * len(recipes.models) + 24 * 2 + tp2 + 2
+    toggles = len(recipes.verified_hardware)
+    assert len(results) == len(supported) * len(recipes.models) + 27 * 2 + tp2 + toggles + 2
 
 
 # Upstream's cells write `--tp`, which SGLang's parser declares only as `--tp-size` /
@@ -113,9 +118,14 @@ def test_parsed_values_match_the_recipes(checked, recipes):
         assert parsed["trust_remote_code"] is True, key
         assert parsed["tp_size"] == (2 if key.endswith("tp2") else 1), key
         assert parsed["reasoning_parser"] == model.capabilities.reasoning_parser, key
-        assert parsed["tool_call_parser"] == ("lfm2" if model.capabilities.tools else None), key
+        toggled = key.endswith("parser-toolCall")
+        tools = model.capabilities.tools or toggled
+        assert parsed["tool_call_parser"] == ("lfm2" if tools else None), key
         assert parsed["port"] == (31234 if key.endswith("local") else 30000), key
-        assert parsed["dtype"] == "auto", key
+        # VL-3B's page sets bfloat16 and a 0.48 memory share; the LFM2.5 page leaves both default
+        assert parsed["dtype"] == ("bfloat16" if spec.variant == "vl-3b" else "auto"), key
+        if spec.variant == "vl-3b":
+            assert parsed["mem_fraction_static"] == 0.48, key
     b200_vl = results["b200/vl-450m/docker"]
     assert b200_vl["parsed"]["attention_backend"] == "flashinfer"
     assert b200_vl["parsed"]["mm_attention_backend"] == "fa4"
