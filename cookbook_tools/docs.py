@@ -196,20 +196,35 @@ def index_page(summary: dict[str, Any], pages: list[tuple[str, dict[str, Any]]])
 
 def matrix_page() -> str:
     recipes = load_recipes()
+    cells = sum(len(row) for row in recipes.deploy.cells.values())
     out = [
         "# The verified matrix",
         "",
-        "Generated from `data/recipes.yaml`: the 24 cells of SGLang's LFM2.5 Deploy panel, each "
-        "run end-to-end upstream (bf16, TP=1, single node).",
+        f"Generated from `data/recipes.yaml`: the {cells} "
+        "cells of SGLang's LiquidAI Deploy panels (the LFM2.5 page and the LFM2.5-VL-3B page), "
+        "each run end-to-end upstream (bf16, TP=1, single node).",
         "",
-        "| GPU | variant | model | badge | cell flags |",
-        "| --- | --- | --- | --- | --- |",
+        "| GPU | variant | model | page | Docker image | badge | cell flags |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for hw in recipes.verified_hardware:
         for variant in recipes.variants:
             spec = commands.launch_spec(hw, variant)
+            page = recipes.models[variant].page
+            image = recipes.pages[page].docker_image
             flags = " ".join(f"`{f}`" for f in recipes.deploy.cells[hw][variant])
-            out.append(f"| {hw} | {variant} | {spec.model} | ✔ Verified | {flags} |")
+            row = f"| {hw} | {variant} | {spec.model} | {page} | `{image}` | ✔ Verified | {flags} |"
+            out.append(row)
+    toggles = [
+        f"`{f}` ({m})" for m in recipes.variants for f in commands.parser_toggles(m).values()
+    ]
+    if toggles:
+        out += [
+            "",
+            "Playground parser toggles (Not Verified when on): "
+            + ", ".join(sorted(set(toggles)))
+            + ".",
+        ]
     out += [
         "",
         "## Derived recipes (Not Verified)",
