@@ -39,7 +39,7 @@ def run(exe, *args, env=None):
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
-def test_matrix_lists_24_verified_cells_and_the_lambda_recipe(cookbook_exe):
+def test_matrix_lists_27_verified_cells_and_the_lambda_recipe(cookbook_exe):
     out = run(cookbook_exe, "matrix")
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if " Verified " in line]
@@ -94,6 +94,16 @@ def test_command_overrides_and_json(cookbook_exe):
     assert "http://localhost:31000/v1/chat/completions" in data["curl"]
 
 
+def test_the_parser_toggle_adds_one_line_and_says_not_verified(cookbook_exe):
+    out = run(cookbook_exe, "command", "--hw", "h200", "--variant", "vl-3b", "--parser", "toolCall",
+              "--json")  # fmt: skip
+    data = json.loads(out.stdout)
+    assert data["badge"] == "Not Verified" and data["model"] == "LiquidAI/LFM2.5-VL-3B"
+    assert [(d["tag"], d["line"]) for d in data["diff"]] == [("+", "  --tool-call-parser lfm2")]
+    plain = run(cookbook_exe, "command", "--hw", "h200", "--variant", "vl-3b")
+    assert plain.returncode == 0 and plain.stderr == "" and "--tool-call-parser" not in plain.stdout
+
+
 def test_not_verified_is_said_on_stderr(cookbook_exe):
     out = run(cookbook_exe, "command", "--hw", "l4", "--variant", "8b-a1b")
     assert out.returncode == 0 and "--model-path LiquidAI/LFM2.5-8B-A1B" in out.stdout
@@ -146,6 +156,14 @@ def test_curl_and_recipe(cookbook_exe):
             "unknown TP override 3; valid: 1, 2",
         ),
         (["command", "--hw", "h100"], "give --hw and --variant"),
+        (
+            ["command", "--hw", "h100", "--variant", "vl", "--parser", "toolCall"],
+            "vl's page has none: its parsers are in the verified cells) 'vl'; valid: vl-3b",
+        ),
+        (
+            ["command", "--hw", "h100", "--variant", "vl-3b", "--parser", "toolCall", "--curl"],
+            "--curl prints the cURL check, which --parser does not change",
+        ),
         (
             ["command", "--hw", "h100", "--variant", "vl", "--hf-token-env", "hf_x"],
             "not the token itself",

@@ -279,3 +279,30 @@ def test_base_commands_say_the_parsers_are_dropped_by_the_cookbooks_choice(recip
             and "LFM2.5 cookbook page launches the Base repos" in notes
         )
     assert not any("own choice" in n for n in launch_spec("h200", "jp-original").notes)
+
+
+def test_vl_3b_has_its_own_page_image_and_submit_model():
+    spec = launch_spec("b200", "vl-3b")
+    assert spec.verified and spec.model == MODELS["vl-3b"]
+    assert render(spec) == expected_bare("b200", "vl-3b")
+    result = commands.playground("b200", "vl-3b", parsers=("toolCall",))
+    assert not result.verified and result.added == ["  --tool-call-parser lfm2"]
+    assert result.command.index("--tool-call-parser lfm2") < result.command.index("--host")
+    assert "model=LiquidAI%2FLFM2.5-VL-3B" in result.submit_url
+    curl = commands.render_curl(spec)
+    assert '"image_url"' in curl and '"model": "LiquidAI/LFM2.5-VL-3B"' in curl
+
+
+def test_parser_toggles_are_offered_only_where_the_page_has_them():
+    assert commands.parser_toggles("vl-3b") == {"toolCall": "--tool-call-parser lfm2"}
+    assert commands.parser_toggles("instruct") == {}
+    with pytest.raises(CookbookChoiceError, match=r"parser toggle \(instruct's page has none"):
+        commands.playground("h100", "instruct", parsers=("toolCall",))
+    with pytest.raises(
+        CookbookChoiceError, match=r"unknown parser toggle for vl-3b 'x'; valid: toolCall"
+    ):
+        commands.playground("h100", "vl-3b", parsers=("x",))
+    # TP=2 is the LFM2.5 page's; VL-3B's page offers only 1.
+    with pytest.raises(CookbookChoiceError, match=r"unknown TP override 2; valid: 1"):
+        commands.playground("h100", "vl-3b", tp=2)
+    assert commands.playground("h100", "vl-3b", tp=1).verified

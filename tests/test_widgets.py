@@ -475,3 +475,30 @@ def test_tp_override_is_disabled_where_the_seed_does_not_offer_it():
     panel.select(variant="350m")  # a small checkpoint: the override goes, the cell is Verified
     assert panel.tp.disabled and panel.state.selection.tp is None and panel.state.verified
     assert "larger checkpoints only" in panel.tp.tooltip
+
+
+def test_the_vl_3b_pages_parser_toggle_flips_the_badge_with_its_added_line():
+    panel = DeployPanel("h100", "vl-3b", engine="vllm-cpu", detection=NO_GPU)
+    box = panel.parsers["toolCall"]
+    assert not box.disabled and panel.state.verified and panel.submit.value == ""
+    assert "--tool-call-parser" not in panel.state.command  # the page's cell has no parser
+    box.value = True  # as a click on the checkbox does
+    assert "cb-not-verified" in panel.badge.value and 'class="cb-submit"' in panel.submit.value
+    assert panel.state.added == ["  --tool-call-parser lfm2"] and panel.state.removed == []
+    assert ("cb-line cb-add", "+   --tool-call-parser lfm2 \\") in parse(panel.command.value).lines
+    assert "parser toggle" in panel.state.reason
+    # The submit form names VL-3B's own page model, not LFM2.5's.
+    assert "model=LiquidAI%2FLFM2.5-VL-3B" in panel.state.submit_url
+    box.value = False
+    assert panel.state.verified and panel.submit.value == ""
+
+
+def test_a_parser_toggle_exists_only_on_its_models_page():
+    panel = DeployPanel("h100", "vl-3b", engine="vllm-cpu", detection=NO_GPU)
+    panel.select(parsers=("toolCall",))
+    assert not panel.state.verified
+    panel.select(variant="vl")  # the LFM2.5 page: its parsers are in the cells
+    assert panel.parsers["toolCall"].disabled and not panel.parsers["toolCall"].value
+    assert panel.state.verified and panel.state.selection.parsers == ()
+    with pytest.raises(CookbookChoiceError, match=r"unknown parser toggle for vl 'toolCall'"):
+        panel.select(parsers=("toolCall",))
