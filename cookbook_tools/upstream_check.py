@@ -21,7 +21,7 @@ import httpx
 from cookbook.bench import published
 from cookbook.commands import verified_spec
 from cookbook.recipes import Recipes, load_recipes
-from cookbook_tools.upstream_jsx import UpstreamFormatError, parse_export
+from cookbook_tools.upstream_jsx import UpstreamInputError, parse_export
 
 # Where the files live upstream: each page's `config` and `benchmarks` path is appended.
 UPSTREAM_RAW = "https://raw.githubusercontent.com/sgl-project/sglang/main"
@@ -54,27 +54,29 @@ def read_text(source: str, path: str) -> tuple[str, str]:
         try:
             response = httpx.get(url, timeout=TIMEOUT_S, follow_redirects=True)
         except httpx.HTTPError as exc:
-            raise UpstreamFormatError(f"{url}: cannot fetch it ({exc})") from None
+            raise UpstreamInputError(f"{url}: cannot fetch it ({exc})") from None
         if response.status_code != 200:
-            raise UpstreamFormatError(f"{url}: HTTP {response.status_code}")
+            raise UpstreamInputError(
+                f"{url}: HTTP {response.status_code} {response.reason_phrase} (check the URL)"
+            )
         return url, response.text
     folder = Path(source)
     if not folder.is_dir():
-        raise UpstreamFormatError(f"{source}: not a folder or an http(s) URL")
+        raise UpstreamInputError(f"{source}: not a folder or an http(s) URL")
     for candidate in (folder / path, folder / Path(path).name):
         if candidate.is_file():
             try:
                 return str(candidate), candidate.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                raise UpstreamFormatError(f"{candidate}: cannot read it ({exc})") from None
-    raise UpstreamFormatError(f"{folder / Path(path).name}: no such file (nor {folder / path})")
+                raise UpstreamInputError(f"{candidate}: cannot read it ({exc})") from None
+    raise UpstreamInputError(f"{folder / Path(path).name}: no such file (nor {folder / path})")
 
 
 def read_export(source: str, path: str, expected: str, kind: type) -> tuple[str, Any]:
     name, text = read_text(source, path)
     export, value = parse_export(text, name)
     if export != expected or not isinstance(value, kind):
-        raise UpstreamFormatError(f"{name}: expected `export const {expected}` ({kind.__name__})")
+        raise UpstreamInputError(f"{name}: expected `export const {expected}` ({kind.__name__})")
     return name, value
 
 
@@ -110,8 +112,8 @@ def _ours(recipes: Recipes, page_id: str) -> dict[str, Any]:
                 },
             }
             for (name, w), row in zip(workloads.items(), numbers, strict=True):
-                entry[f"speed {name}"] = {**dict(zip(METRICS, row, strict=True)),
-                               "num_prompts": w["num_prompts"]}  # fmt: skip
+                speed = dict(zip(METRICS, row, strict=True))
+                entry[f"speed {name}"] = {**speed, "num_prompts": w["num_prompts"]}
             bench[f"{hw}/{variant}"] = entry
     return {
         "latencyPercentile": page.latency_statistic,
@@ -287,7 +289,7 @@ def compare_page(page_id: str, ours: dict, theirs: dict, renamed: dict) -> list[
 
 def check(source: str, recipes: Recipes | None = None) -> list[Difference]:
     """Every difference between data/ and the upstream files under `source` (a folder or a base
-    URL); UpstreamFormatError (exit 2) when a file is missing or is not literal data."""
+    URL); UpstreamInputError (exit 2) when a file is missing or is not literal data."""
     recipes = recipes or load_recipes()
     match = (recipes.deploy.quant, recipes.deploy.strategy, recipes.deploy.nodes)
     out = []
@@ -298,7 +300,7 @@ def check(source: str, recipes: Recipes | None = None) -> list[Difference]:
             ours_id, renamed = _renames(recipes, page_id, config)
             theirs = _theirs(config, benchmarks, ours_id, match)
         except (KeyError, TypeError, AttributeError) as exc:
-            raise UpstreamFormatError(
+            raise UpstreamInputError(
                 f"{name} or {bench_name}: not the layout this check knows ({exc!r} missing or "
                 "of another type)"
             ) from None

@@ -27,14 +27,15 @@ _JS = Language(tree_sitter_javascript.language())
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "0": "\0"}
 
 
-class UpstreamFormatError(BadInputError):
-    """An upstream file that cannot be read as literal data; the message names file and line."""
+class UpstreamInputError(BadInputError):
+    """An upstream file that cannot be had, or read as literal data: the message names the file
+    (and the line); exit status 2."""
 
     names_command = True
 
 
-def _fail(name: str, node: Node, what: str) -> UpstreamFormatError:
-    return UpstreamFormatError(f"{name}, line {node.start_point.row + 1}: {what}")
+def _fail(name: str, node: Node, what: str) -> UpstreamInputError:
+    return UpstreamInputError(f"{name}, line {node.start_point.row + 1}: {what}")
 
 
 def parse_export(text: str, name: str) -> tuple[str, Any]:
@@ -55,7 +56,7 @@ def parse_export(text: str, name: str) -> tuple[str, Any]:
         if d.type == "variable_declarator"
     ]
     if len(declarators) != 1 or declarators[0].child_by_field_name("value") is None:
-        raise UpstreamFormatError(
+        raise UpstreamInputError(
             f"{name}: expected one `export const NAME = {{...}}`, found {len(declarators)}"
         )
     declarator = declarators[0]

@@ -17,7 +17,7 @@ from cookbook.commands import verified_spec
 from cookbook.recipes import load_recipes
 from cookbook_tools import cli
 from cookbook_tools.upstream_check import check
-from cookbook_tools.upstream_jsx import UpstreamFormatError, parse_export
+from cookbook_tools.upstream_jsx import UpstreamInputError, parse_export
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -402,7 +402,7 @@ line2 \\ end`, /* block */ 1: 0x10, n: [-1, +2.5, 1e3, 1_000, null, true, false,
     ("export const config = {\n  a,\n};", 2),
 ])  # fmt: skip
 def test_the_parser_names_the_line_of_anything_but_a_literal(text, line):
-    with pytest.raises(UpstreamFormatError, match=rf"^x\.jsx, line {line}: "):
+    with pytest.raises(UpstreamInputError, match=rf"^x\.jsx, line {line}: "):
         parse_export(text, "x.jsx")
 
 
