@@ -8,10 +8,12 @@ import copy
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import cookbook_tools
 from cookbook.bench import published
 from cookbook.commands import verified_spec
 from cookbook.recipes import load_recipes
@@ -423,3 +425,14 @@ def test_the_command_end_to_end(tmp_path, ours, cookbook_exe):
         "lfm2.5 h100/instruct speed 1024/1024 c=100 ttft_ms: ours 180.55, theirs 200.5",
         f"1 difference between data/ and {tmp_path}",
     ]
+
+
+def test_without_the_parser_installed_it_says_how_to_get_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tree_sitter", None)  # `import tree_sitter` now fails
+    for name in ("cookbook_tools.upstream_check", "cookbook_tools.upstream_jsx"):
+        monkeypatch.delitem(sys.modules, name)
+        monkeypatch.delattr(cookbook_tools, name.rpartition(".")[2])
+    assert cli.main(["upstream-check", "--source", "."]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cookbook upstream-check: error: tree_sitter is not installed")
+    assert "bash ci/setup.sh main" in err
