@@ -4,7 +4,8 @@
 #   make test-fast                           the inner loop: no engine, notebook, browser or set-up test
 #   make lab                                 JupyterLab on 127.0.0.1 with the cookbook's kernel
 #   make docs [RUN=runs/latest]              the docs site in site/, from an executed run
-.PHONY: run test test-fast setup plan lab docs clean
+#   make upstream-check [UPSTREAM=DIR_OR_URL]   data/ against SGLang's own cookbook files
+.PHONY: run test test-fast setup plan lab docs upstream-check clean
 RUN ?= runs/latest
 ENGINE ?= auto
 export ENGINE
@@ -26,6 +27,9 @@ lab:  ## JupyterLab with the "LFM2.5 cookbook" kernel (on a remote box: ssh -L 8
 docs:  ## the docs site from the executed notebooks of $(RUN) (make run first)
 	bash ci/setup.sh main
 	.venv/bin/cookbook docs --run $(RUN) --out site
+upstream-check:  ## data/ against SGLang's cookbook files (UPSTREAM: a folder or base URL; default its main branch)
+	bash ci/setup.sh main
+	.venv/bin/cookbook upstream-check $(if $(UPSTREAM),--source "$(UPSTREAM)")
 clean:  ## removes only the environments set-up made (.cookbook-made), and runs/
 	for d in .venv .venvs/*; do \
 	  if [ -f "$$d/.cookbook-made" ] || [ -f "$$d/.stamp" ]; then rm -rf "$$d"; fi; done

@@ -342,6 +342,17 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upstream_check(args: argparse.Namespace) -> int:
+    try:  # its JavaScript parser comes with the dev extra (ci/setup.sh main), not with the kernel
+        from cookbook_tools import upstream_check
+    except ModuleNotFoundError as exc:
+        raise CookbookError(
+            f"{exc.name} is not installed: it comes with the dev tools (bash ci/setup.sh main, "
+            "or pip install -e '.[dev]')"
+        ) from None
+    return upstream_check.main(args.source, as_json=args.json)
+
+
 def _port(text: str) -> int:
     if not is_port(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number 1-65535")
@@ -466,6 +477,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_doctor)
+
+    p = sub.add_parser(
+        "upstream-check", help="compare data/ with SGLang's own cookbook files (exit 1: differ)"
+    )
+    p.add_argument("--source", metavar="DIR_OR_URL",
+                   help="a folder with the files, or a base URL the pages' paths are appended "
+                   "to (default: sgl-project/sglang's main branch on GitHub)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="the differences as a JSON list")
+    p.set_defaults(func=_upstream_check)
     return parser
 
 

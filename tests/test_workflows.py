@@ -39,9 +39,9 @@ def readme_commands() -> list[str]:
     return commands
 
 
-def test_there_are_the_three_workflows():
+def test_there_are_the_four_workflows():
     assert sorted(p.name for p in WORKFLOWS.glob("*.yml")) == [
-        "ci.yml", "docs.yml", "gpu-notebooks.yml"
+        "ci.yml", "docs.yml", "gpu-notebooks.yml", "upstream-check.yml"
     ]  # fmt: skip
 
 
@@ -97,6 +97,28 @@ def test_the_gpu_workflow():
     assert any("'sglang'" in s.get("run", "") for s in job["steps"])  # not the CPU path
     docs = wf["jobs"]["docs"]
     assert docs["uses"].endswith(".github/workflows/docs.yml") and docs["with"]["artifact"]
+
+
+def test_the_upstream_check_workflow():
+    """Weekly and by hand, `make upstream-check` (its set-up is the Makefile's, as for the others);
+    a difference fails the step, the report goes to the job summary."""
+    wf = load("upstream-check.yml")
+    triggers = wf[True] if True in wf else wf["on"]  # YAML reads the key `on` as True
+    assert set(triggers) == {"schedule", "workflow_dispatch"} and triggers["schedule"][0]["cron"]
+    assert wf["permissions"] == {}
+    [job] = wf["jobs"].values()
+    assert job["permissions"] == {"contents": "read"} and job["timeout-minutes"] > 0
+    assert job["container"] == load("ci.yml")["jobs"]["test"]["container"]  # the same Python
+    lines = run_lines(wf)
+    for line in lines:
+        for copy in ("ci/setup.sh", "pip install", "pytest", "cookbook upstream-check"):
+            assert copy not in line, f"upstream-check.yml: {line!r} repeats the Makefile"
+    check = next(s for s in job["steps"] if s.get("run", "").startswith("make upstream-check"))
+    assert check["shell"] == "bash" and "|" in check["run"]  # bash -o pipefail: make's status
+    summary = next(s for s in job["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert summary["if"] == "always()"
+    make = (REPO / "Makefile").read_text()
+    assert "\nupstream-check:" in make and ".venv/bin/cookbook upstream-check" in make
 
 
 def test_every_action_is_pinned_to_a_commit():
