@@ -1,15 +1,18 @@
 """A notebook's last line: hand its key results to `cookbook run` and stop its server.
 
-`cookbook run` passes each notebook a RESULTS_PATH and collects what was written there into the
-run's summary.json (the docs site's table). Run by hand, RESULTS_PATH is None and nothing is
-written; the server is stopped either way.
+`cookbook run` names, in the environment variable RESULTS_ENV of each notebook's kernel, the file
+it collects that notebook's results from into the run's summary.json (the docs site's table). Run
+by hand, the variable is unset and nothing is written; the server is stopped either way.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+RESULTS_ENV = "COOKBOOK_RESULTS_PATH"
 
 
 def record(path: str | None, **results: Any) -> None:
@@ -22,10 +25,11 @@ def record(path: str | None, **results: Any) -> None:
     target.write_text(json.dumps(data, indent=2, default=str))
 
 
-def finish(served, results_path: str | None, **results: Any) -> None:
+def finish(served, **results: Any) -> None:
     """Record the results, with the server's engine, model and start-up seconds unless given,
-    then stop what `served` started (a Server, or the router's Replicas)."""
+    into the file `cookbook run` named (RESULTS_ENV; none: nothing is recorded), then stop what
+    `served` started (a Server, or the router's Replicas)."""
     for name in ("engine", "model", "startup_s"):
         results.setdefault(name, getattr(served, name))
-    record(results_path, **results)
+    record(os.environ.get(RESULTS_ENV), **results)
     served.stop()

@@ -34,7 +34,7 @@ from cookbook.processes import (
     tail,
 )
 from cookbook.recipes import Recipes, load_recipes
-from cookbook.server import Server, ServerStartError, make_room, new_api_key
+from cookbook.server import Server, ServerStartError, check_options, make_room, new_api_key
 
 _CONTINUATION = " \\\n"
 
@@ -359,10 +359,13 @@ def launch_replicas(
     hw: str | None = None,
     startup_timeout_s: float | None = None,
     echo=print,
+    **others,
 ) -> Replicas:
     """Start `replicas` servers of one variant with one shared key, one after the other (on a
     GPU two SGLang servers must not size their memory pools at the same moment), then the router.
-    Anything that fails to start stops what was already running."""
+    Anything that fails to start stops what was already running. A notebook's SERVER options
+    other than model, hw and startup_timeout_s do not apply: the replicas are started here."""
+    check_options(others, ("model", "hw", "startup_timeout_s", "echo"), "launch_replicas")
 
     recipes = load_recipes()
     replicas = _check_replicas(recipes.scale_out.replicas if replicas is None else replicas)

@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import dataclasses
 import importlib.util
+import inspect
 import json
 import os
 import secrets
@@ -34,7 +35,7 @@ from pathlib import Path
 import httpx
 
 from cookbook import commands, gpu, machine
-from cookbook.errors import ServerError, ServerStartError
+from cookbook.errors import BadInputError, ServerError, ServerStartError
 from cookbook.launch_plans import LaunchPlan, cpu_engine_python, plan_launch
 from cookbook.paths import REPO_ROOT
 from cookbook.processes import (
@@ -52,8 +53,8 @@ from cookbook.recipes import is_host, is_port, load_recipes
 ABORT_GRACE_S = 2.0  # stopping a launch that failed: nothing to finish gracefully
 _PORT_IN_USE = ("address already in use", "errno 98")
 
-__all__ = ["ConnectedServer", "HandedOverServer", "Server", "ServerError", "ServerStartError",
-           "launch", "live_servers"]  # fmt: skip
+__all__ = ["SERVER_OPTIONS", "ConnectedServer", "HandedOverServer", "LaunchOptionError", "Server",
+           "ServerError", "ServerStartError", "launch", "live_servers"]  # fmt: skip
 
 
 def new_api_key() -> str:
@@ -86,8 +87,8 @@ def check_gpu_is_free(detection: gpu.Detection | None = None) -> None:
         f"GPU {use.index} ({detection.gpu.name}) already has {use.used_mib} of {use.total_mib} MiB "
         f"in use{pids}: another server, perhaps another notebook's. SGLang reserves most of the "
         "GPU for its memory pools, so a second server would run out of memory during start-up. "
-        "Stop the other server first (its notebook's last cell), or connect to it with "
-        "BASE_URL=... (no engine was started)"
+        "Stop the other server first (its notebook's last cell), or connect to it: in a notebook, "
+        'SERVER = {"base_url": ..., "api_key": ...} (no engine was started)'
     )
 
 
@@ -613,6 +614,36 @@ class LaunchRequest:
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
 
+# A notebook's SERVER parameter: the launch options a reader may set, passed as `**SERVER`.
+SERVER_OPTIONS = ("model", "hw", "base_url", "api_key", "startup_timeout_s")
+
+
+class LaunchOptionError(BadInputError, TypeError):
+    """An option a launch does not take: a misspelt key of a notebook's SERVER, say."""
+
+
+def check_options(given, valid, where: str) -> None:
+    """Refuse unknown keyword options, naming the valid ones (Python's own TypeError names only
+    the first bad one, and none of the good)."""
+    unknown = [name for name in given if name not in valid]
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown)
+        raise LaunchOptionError(
+            f"{where}: unknown option{'s' * (len(unknown) > 1)} {listed}; valid: {', '.join(valid)}"
+        )
+
+
+# Every keyword `launch` takes: a notebook's SERVER options first, then what it passes on to
+# Server (host, port, tp, progress, ...), then its own.
+_SERVER_KEYWORDS = inspect.signature(Server).parameters.values()
+LAUNCH_OPTIONS = tuple(
+    dict.fromkeys(
+        [*SERVER_OPTIONS, *(p.name for p in _SERVER_KEYWORDS if p.kind is p.KEYWORD_ONLY)]
+        + ["exclusive", "on_start", "echo"]
+    )
+)
+
+
 # `cookbook run` starts one server per launch its notebooks ask for and lists them in a private
 # JSON file named by this variable; `launch` in a notebook's kernel uses a listed one instead of
 # starting its own. Run alone, a notebook finds no such file and launches as always.
@@ -666,7 +697,9 @@ def launch(
     One server per kernel (`exclusive`): any other server this process runs is stopped first.
     `cookbook run`, which keeps several small CPU servers for its notebooks, passes False.
     `server_options` go to Server (host, port, tp, progress, ...); `on_start` sees the server
-    just before it starts (the Deploy panel follows its start-up)."""
+    just before it starts (the Deploy panel follows its start-up). An unknown option is a
+    LaunchOptionError that names the valid ones."""
+    check_options(server_options, LAUNCH_OPTIONS, "launch")
     if base_url:
         connected = ConnectedServer(base_url, api_key=api_key, model=model)
         echo(connected.describe())

@@ -323,8 +323,13 @@ class DeployPanel:
         startup_timeout_s: float | None = None,
         detection: gpu.Detection | None = None,
         recipes: Recipes | None = None,
+        **others,
     ):
         import ipywidgets as w
+
+        from cookbook.server import SERVER_OPTIONS, check_options
+
+        check_options(others, SERVER_OPTIONS, "DeployPanel")  # a notebook's SERVER, misspelt
 
         self.recipes = recipes or load_recipes()
         self.recipes.model(variant)  # a clear error for an unknown variant, before any widget
@@ -569,7 +574,7 @@ class DeployPanel:
     # ----- Launch / Stop / Check -----------------------------------------------------------
     def _launch_note(self) -> str:
         if self.base_url:
-            return f"Launch connects to {self.base_url} (BASE_URL) instead of starting a server."
+            return f"Launch connects to {self.base_url} (base_url) instead of starting a server."
         from cookbook.launch_plans import resolve_engine
 
         try:
@@ -580,7 +585,7 @@ class DeployPanel:
             return (
                 f"Launch starts {engine} (engine={self.engine!r} on this machine) on "
                 f"{LAUNCH_HOST}:PORT, serving "
-                + ("MODEL" if self.model else "the variant's tiny fixture model, not LFM2.5")
+                + (self.model or "the variant's tiny fixture model, not LFM2.5")
                 + ". The command above is what you would run on the GPU."
             )
         return (

@@ -1,8 +1,10 @@
 """`cookbook run`: execute the numbered notebooks with papermill and summarise what happened.
 
-Each notebook has a `parameters` cell (ENGINE, VARIANT, ..., RESULTS_PATH). The runner sets them,
-keeps every executed notebook, and writes DIR/summary.json: per notebook its status, seconds,
-engine, variant, model, the key results the notebook recorded, and an error excerpt if it failed.
+Each notebook has a `parameters` cell (ENGINE, VARIANT, SERVER, ...). The runner sets ENGINE and
+VARIANT, names the file each notebook's `finish` writes its key results to (in its kernel's
+environment: cookbook.results.RESULTS_ENV), keeps every executed notebook, and writes
+DIR/summary.json: per notebook its status, seconds, engine, variant, model, the key results the
+notebook recorded, and an error excerpt if it failed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from cookbook.errors import BadInputError
 from cookbook.paths import NOTEBOOKS_DIR, REPO_ROOT
 from cookbook.processes import NO_PROGRESS_BARS_ENV
+from cookbook.results import RESULTS_ENV
 
 DEFAULT_OUT = REPO_ROOT / "runs" / "latest"
 CELL_TIMEOUT_S = 900
@@ -111,15 +114,21 @@ def run_one(
     executed = out_dir / notebook.name
     started = time.monotonic()
     error = None
+    previous = os.environ.get(RESULTS_ENV)
+    os.environ[RESULTS_ENV] = str(results_path)  # the kernel inherits it; `finish` writes there
     try:
         papermill.execute_notebook(
-            str(notebook), str(executed),
-            parameters={**parameters, "RESULTS_PATH": str(results_path)},
+            str(notebook), str(executed), parameters=parameters,
             cwd=str(NOTEBOOKS_DIR), kernel_name="python3", execution_timeout=cell_timeout_s,
             progress_bar=False, log_output=False,
         )  # fmt: skip
     except Exception as exc:  # papermill's execution error, a timeout, a dead kernel
         error = _error_excerpt(exc)
+    finally:
+        if previous is None:
+            os.environ.pop(RESULTS_ENV, None)
+        else:
+            os.environ[RESULTS_ENV] = previous
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     return NotebookRun(
         notebook=notebook.stem,
@@ -149,6 +158,11 @@ def default_parameters(notebook: Path) -> dict[str, Any]:
 
     found = papermill.inspect_notebook(str(notebook))
     return {name: ast.literal_eval(p["default"]) for name, p in found.items()}
+
+
+def launch_options(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A notebook's SERVER parameter (cookbook.server.SERVER_OPTIONS): its launch options."""
+    return dict(parameters.get("SERVER") or {})
 
 
 class SharedServers:
@@ -181,8 +195,9 @@ class SharedServers:
         if not launches_its_server(notebook):
             return None
         wanted = {**default_parameters(notebook), **parameters}
-        if wanted.get("MODEL") is not None or wanted.get("HW") is not None:
-            return None  # the notebook launches its own: shared servers serve the defaults
+        options = launch_options(wanted)
+        if any(options.get(name) is not None for name in ("model", "hw", "base_url")):
+            return None  # it connects, or launches its own: shared servers serve the defaults
         return (wanted["VARIANT"], self.engine)
 
     def release_all_but(self, still_wanted: set) -> None:
@@ -206,7 +221,7 @@ class SharedServers:
             return None
         try:  # through the notebooks' own launch policy, keeping the other shared servers up
             server = launch(wanted["VARIANT"], self.engine, progress=False, exclusive=False,
-                            startup_timeout_s=wanted.get("STARTUP_TIMEOUT_S"),
+                            startup_timeout_s=launch_options(wanted).get("startup_timeout_s"),
                             echo=lambda line: None)  # fmt: skip
         except ServerStartError as exc:  # the notebook will launch its own and show why
             self.echo(f"[run] could not start a shared {key[0]} server: {str(exc).splitlines()[0]}")
@@ -241,7 +256,7 @@ def run(
     launches the same (variant, engine) as an earlier one gets the server that one used
     (SharedServers)."""
     # Absolute: the notebooks run with notebooks/ as their working directory, and write their
-    # results to RESULTS_PATH there.
+    # results to the file RESULTS_ENV names.
     if not str(out_dir).strip():
         raise RunnerError("--out is empty: give a folder for the executed notebooks")
     try:
