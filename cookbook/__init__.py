@@ -9,3 +9,16 @@
 The project's own tooling (the `cookbook` CLI, the notebook runner, the docs builder, doctor)
 is `cookbook_tools`, which imports this package and never the other way round.
 """
+
+
+import importlib
+
+# The two calls every notebook makes, as `cookbook.launch` / `cookbook.finish`: loaded on first use
+# (PEP 562), so `import cookbook`, and the CLI, do not import the server.
+_SHORTCUTS = {"launch": "cookbook.server", "finish": "cookbook.results"}
+
+
+def __getattr__(name: str):
+    if name in _SHORTCUTS:
+        return getattr(importlib.import_module(_SHORTCUTS[name]), name)
+    raise AttributeError(f"module 'cookbook' has no attribute {name!r}")

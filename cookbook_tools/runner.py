@@ -145,9 +145,9 @@ def run_one(
 
 
 def launches_its_server(notebook: Path) -> bool:
-    """Whether the notebook starts its server with cookbook.server.launch (and so can be handed
-    one): 08 runs its own replicas, 09 launches from its panel."""
-    return "from cookbook.server import launch" in notebook.read_text()
+    """Whether the notebook starts its server with `cookbook.launch` (cookbook.server.launch, and
+    so can be handed one): 08 runs its own replicas, 09 launches from its panel."""
+    return "server = cookbook.launch(VARIANT, ENGINE, **SERVER)" in notebook.read_text()
 
 
 def default_parameters(notebook: Path) -> dict[str, Any]:

@@ -5,6 +5,8 @@ functions included), and paths and the repository URL are defined in one module.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,14 @@ def test_the_repository_url_is_only_in_pyproject():
 
     assert paths.github_slug() in paths.repository_url()
     assert not [p for p in _modules().values() if paths.github_slug() in p.read_text()]
+
+
+def test_the_notebooks_shortcuts_are_the_library_functions_loaded_on_use():
+    code = (
+        "import sys, cookbook; assert 'cookbook.server' not in sys.modules; "
+        "from cookbook import results, server; "
+        "assert cookbook.launch is server.launch and cookbook.finish is results.finish; "
+        "print(getattr(cookbook, 'nope', 'missing'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "missing", out.stderr
