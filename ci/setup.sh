@@ -204,6 +204,15 @@ browser_env() {  # Chromium + chromedriver for tests/test_browser.py (Debian pac
   fi
 }
 
+# in_parallel STEP...: independent set-up steps side by side (downloads and installs overlap);
+# each says what failed on its own, and set-up stops if any did.
+in_parallel() {
+  local pids=() step pid failed=0
+  for step in "$@"; do "$step" & pids+=($!); done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || { echo "[setup] stopped: a step above failed" >&2; exit 1; }
+}
+
 check_python
 case "${1:-all}" in
   main) main_env ;;
@@ -214,7 +223,7 @@ case "${1:-all}" in
   browser) browser_env ;;
   colab) colab_env ;;
   claude-code) claude_code_env ;;
-  all) main_env; sglang_env; cpu_engine_env; browser_env; claude_code_env ;;
+  all) main_env; in_parallel sglang_env cpu_engine_env browser_env claude_code_env ;;
   *) echo "usage: ci/setup.sh [main|machine|plan|sglang|cpu-engine|browser|claude-code|colab|all]" >&2
      exit 2 ;;
 esac

@@ -69,6 +69,9 @@ def pytest_collection_modifyitems(config, items):
         for fixture, marker in MARK_BY_FIXTURE.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
+    # The tests that read the notebook run go last: the run starts in the background when
+    # collection ends (pytest_collection_finish) and works while every other test does.
+    items.sort(key=lambda item: "executed" in getattr(item, "fixturenames", ()))
 
 
 NVIDIA_SMI_ANSWERS = REPO / "tests" / "data" / "nvidia-smi"
@@ -96,20 +99,73 @@ CANARY = "hf_CANARY_do_not_leak_4f1c9e"
 RUN_TIMEOUT = pytest.mark.timeout(3000)
 
 
+RUN_LIMIT_S = 3000
+_background: dict = {}  # the notebook run started at the end of collection, while it lasts
+
+
+def pytest_collection_finish(session):
+    """Start `cookbook run` (every notebook, SGLang on the CPU) in the background when a selected
+    test will read it: it overlaps the other tests (most of their time is waiting on engines)."""
+    wanted = any("executed" in getattr(item, "fixturenames", ()) for item in session.items)
+    if not wanted or os.environ.get("COOKBOOK_TEST_REUSE_RUN") or session.config.option.collectonly:
+        return
+    import subprocess
+    import time
+
+    out = session.config._tmp_path_factory.mktemp("run")
+    logs = out / "logs"
+    env = {**os.environ, "HF_TOKEN": CANARY, "COOKBOOK_LOG_DIR": str(logs)}
+    exe = Path(sys.executable).parent / "cookbook"  # as the cookbook_exe fixture finds it
+    exe = exe if exe.exists() else Path(shutil.which("cookbook") or exe)
+    streams = [open(out.parent / f"run-{name}.txt", "w+") for name in ("stdout", "stderr")]  # noqa: SIM115
+    proc = subprocess.Popen([str(exe), "run", "--engine", "sglang-cpu", "--out", str(out)],
+                            env=env, stdout=streams[0], stderr=streams[1], text=True)  # fmt: skip
+    _background.update(out=out, logs=logs, proc=proc, streams=streams, started=time.monotonic())
+
+
+def pytest_sessionfinish(session):
+    """A run no test waited for (the session stopped early) is interrupted like Ctrl-C, which
+    stops its servers; only if that does not end it within a minute is it killed."""
+    import signal
+    import subprocess
+
+    proc = _background.pop("proc", None)
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in _background.pop("streams", []):
+        stream.close()
+
+
 @pytest.fixture(scope="session")
-def executed(tmp_path_factory, cookbook_exe):
+def executed(cookbook_exe):
     """Every notebook executed on SGLang on the CPU, as `cookbook run` does it, with HF_TOKEN set
     to a canary: (run folder, server logs folder, the finished process). Shared by the notebook
-    tests and the docs-site test."""
+    tests and the docs-site test; started in the background (pytest_collection_finish), awaited
+    here within RUN_LIMIT_S of its start."""
     import subprocess
+    import time
 
     reuse = os.environ.get("COOKBOOK_TEST_REUSE_RUN")  # a run made with this fixture, to iterate
     if reuse:
         done = subprocess.CompletedProcess([], 0, "", "")
         return Path(reuse), Path(reuse) / "logs", done
-    out = tmp_path_factory.mktemp("run")
-    logs = out / "logs"
-    env = {**os.environ, "HF_TOKEN": CANARY, "COOKBOOK_LOG_DIR": str(logs)}
-    proc = subprocess.run([cookbook_exe, "run", "--engine", "sglang-cpu", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=3000)  # fmt: skip
-    return out, logs, proc
+    if "proc" not in _background:
+        pytest.fail("the notebook run was not started at the end of collection (see conftest)")
+    proc = _background["proc"]
+    left = RUN_LIMIT_S - (time.monotonic() - _background["started"])
+    try:
+        proc.wait(timeout=max(left, 1))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"`cookbook run` took over {RUN_LIMIT_S} s")
+    for stream in _background["streams"]:
+        stream.seek(0)
+    stdout, stderr = (stream.read() for stream in _background["streams"])
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return _background["out"], _background["logs"], done
