@@ -10,7 +10,6 @@ The project's own tooling (the `cookbook` CLI, the notebook runner, the docs bui
 is `cookbook_tools`, which imports this package and never the other way round.
 """
 
-
 import importlib
 
 # The two calls every notebook makes, as `cookbook.launch` / `cookbook.finish`: loaded on first use
