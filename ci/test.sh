@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --fast ]; then
   shift
-  set -- -m "not engine and not notebooks and not browser and not setup" "$@"
+  # Two workers: these tests share nothing (each makes its own files, ports and fakes).
+  set -- -m "not engine and not notebooks and not browser and not setup" -n 2 "$@"
   bash ci/setup.sh main
 else
   bash ci/setup.sh all
