@@ -216,7 +216,9 @@ def matrix_page() -> str:
             row = f"| {hw} | {variant} | {spec.model} | {page} | `{image}` | ✔ Verified | {flags} |"
             out.append(row)
     toggles = [
-        f"`{f}` ({m})" for m in recipes.variants for f in commands.parser_toggles(m).values()
+        f"`{f}` ({m})"
+        for m in recipes.variants
+        for f in commands.parser_toggles(m, recipes).values()
     ]
     if toggles:
         out += [
