@@ -26,10 +26,9 @@ def record(path: str | None, **results: Any) -> None:
 
 
 def finish(served, **results: Any) -> None:
-    """Record the results, with the server's engine, model and start-up seconds unless given,
-    into the file `cookbook run` named (RESULTS_ENV; none: nothing is recorded), then stop what
-    `served` started (a Server, or the router's Replicas)."""
-    for name in ("engine", "model", "startup_s"):
-        results.setdefault(name, getattr(served, name))
-    record(os.environ.get(RESULTS_ENV), **results)
+    """Record the results, after the server's variant, engine, model and start-up seconds (a
+    result of the same name wins), into the file `cookbook run` named (RESULTS_ENV; none: nothing
+    is recorded), then stop what `served` started (a Server, or the router's Replicas)."""
+    own = {name: getattr(served, name) for name in ("variant", "engine", "model", "startup_s")}
+    record(os.environ.get(RESULTS_ENV), **(own | results))
     served.stop()

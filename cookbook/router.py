@@ -308,6 +308,10 @@ class Replicas:
         return self.router.model
 
     @property
+    def variant(self) -> str:
+        return self.workers[0].variant
+
+    @property
     def startup_s(self) -> float:
         """Start-up of the whole set: the workers one after another, then the router."""
         return round(sum(w.startup_s or 0 for w in self.workers) + (self.router.startup_s or 0), 1)

@@ -264,16 +264,17 @@ class _ServerBase:
 
 
 class ConnectedServer(_ServerBase):
-    """A running OpenAI-compatible server someone else runs; stop() leaves it running."""
+    """A running OpenAI-compatible server someone else runs; stop() leaves it running. Its
+    `variant` is what the caller says it serves (the recipes' parsers and sampling follow it)."""
 
     def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None,
-                 timeout_s: float = 10.0) -> None:  # fmt: skip
+                 timeout_s: float = 10.0, variant: str = "instruct") -> None:  # fmt: skip
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ServerError(
                 f"base_url {base_url!r} is not an http:// or https:// URL "
                 "(e.g. http://127.0.0.1:30000/v1)"
             )
-        super().__init__("instruct", "connect")
+        super().__init__(variant, "connect")
         self._base_url = base_url.rstrip("/").removesuffix("/v1")
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         ids, problem = self._probe(timeout_s)
@@ -701,7 +702,7 @@ def launch(
     LaunchOptionError that names the valid ones."""
     check_options(server_options, LAUNCH_OPTIONS, "launch")
     if base_url:
-        connected = ConnectedServer(base_url, api_key=api_key, model=model)
+        connected = ConnectedServer(base_url, api_key=api_key, model=model, variant=variant)
         echo(connected.describe())
         return connected
     request = LaunchRequest(variant, engine, model, hw, startup_timeout_s)

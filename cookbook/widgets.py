@@ -325,8 +325,6 @@ class DeployPanel:
         recipes: Recipes | None = None,
         **others,
     ):
-        import ipywidgets as w
-
         from cookbook.server import SERVER_OPTIONS, check_options
 
         check_options(others, SERVER_OPTIONS, "DeployPanel")  # a notebook's SERVER, misspelt
@@ -343,8 +341,17 @@ class DeployPanel:
         self._token: str | None = None
         self._starting = threading.Event()
         self._thread: threading.Thread | None = None
-        ph = self.recipes.placeholders
+        self._make_controls(first_hw, variant)
+        self._make_outputs(why)
+        self._wire()
+        self.widget = self._layout()
+        self._refresh()
 
+    def _make_controls(self, first_hw: str, variant: str) -> None:
+        """The inputs: pickers, placeholders, the token, the Playground's override and toggles."""
+        import ipywidgets as w
+
+        ph = self.recipes.placeholders
         wide = w.Layout(width="auto", min_width="320px")
         self.hw = w.Dropdown(
             options=hardware_options(self.recipes),
@@ -383,6 +390,11 @@ class DeployPanel:
             toggle_id: w.Checkbox(value=False, description=label, indent=False)
             for toggle_id, label in parser_toggle_options(self.recipes).items()
         }
+
+    def _make_outputs(self, why: str) -> None:
+        """What the panel shows: badge, command, links, cURL check, buttons, progress and log."""
+        import ipywidgets as w
+
         self.detected = w.HTML(f"<small>{_esc(why)}</small>")
         self.badge = w.HTML()
         self.command = w.HTML()
@@ -403,6 +415,8 @@ class DeployPanel:
         self.status = w.HTML(f"<small>{_esc(self._launch_note())}</small>")
         self.log = w.HTML()
 
+    def _wire(self) -> None:
+        """CSS classes (the browser test finds widgets by them) and the handlers."""
         for name, widget in (
             ("hw", self.hw),
             ("variant", self.variant),
@@ -430,8 +444,12 @@ class DeployPanel:
         self.stop_button.on_click(lambda _: self.stop())
         self.check_button.on_click(lambda _: self._check_and_show())
 
+    def _layout(self):
+        """The panel's boxes, top to bottom: Deploy, Playground, Run it here."""
+        import ipywidgets as w
+
         h3 = "<h3 style='margin:4px 0'>"
-        self.widget = w.VBox(
+        panel = w.VBox(
             [
                 w.HTML(f"{h3}Deploy · LFM2.5 on SGLang</h3>"),
                 self.detected,
@@ -454,8 +472,8 @@ class DeployPanel:
                 self.log,
             ]
         )
-        self.widget.add_class("cookbook-deploy-panel")
-        self._refresh()
+        panel.add_class("cookbook-deploy-panel")
+        return panel
 
     # ----- display ---------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):

@@ -262,7 +262,8 @@ def benchmarks_page() -> str:
         "",
         "## SGLang cookbook performance card (`sglang.bench_serving`, 1024 in / 1024 out)",
         "",
-        f"TTFT and TPOT are {bench.CARD_STATISTIC}; tok/s per GPU counts input and output tokens.",
+        f"TTFT and TPOT are {bench.card_statistic()};"
+        " tok/s per GPU counts input and output tokens.",
         "",
         "| GPU | variant | latency TTFT ms | latency TPOT ms | latency tok/s | "
         "throughput TTFT ms | throughput TPOT ms | throughput tok/s |",

@@ -168,6 +168,24 @@ def test_published_numbers_are_quoted_from_data():
     assert bench.published_seed_004("l4") == {}
 
 
+def test_the_cards_statistic_is_read_from_each_pages_data(monkeypatch):
+    import sys
+
+    from cookbook.recipes import load_recipes
+
+    published_module = sys.modules["cookbook.bench.published"]  # `bench.published` is a function
+
+    assert bench.card_statistic() == "the mean, as both pages record it"
+    recipes = load_recipes()
+    vl_page = recipes.pages["lfm2.5-vl-3b"].model_copy(update={"latency_statistic": "P50"})
+    # upstream changes one page
+    changed = recipes.model_copy(update={"pages": {**recipes.pages, "lfm2.5-vl-3b": vl_page}})
+    monkeypatch.setattr(published_module, "load_recipes", lambda: changed)
+    assert bench.card_statistic() == "the mean or p50, as each page records it"
+    row = bench.card_comparison({}, {"ttft_ms": 1.0, "tpot_ms": 1.0, "total_token_throughput": 1})
+    assert row[0]["metric"] == "ttft_ms (the mean or p50, as each page records it)"
+
+
 def test_request_body_streams_with_usage_and_ignore_eos():
     config = BenchConfig(base_url="http://x/v1", model="m", endpoint="chat")
     body = bench.request_body(config, bench.Prompt(" a b", 2, 5))

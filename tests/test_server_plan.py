@@ -187,3 +187,41 @@ def test_api_keys_never_look_like_an_option():
     # launch failed with "--api-key: expected one argument" (seen in a notebook run).
     keys = {server.new_api_key() for _ in range(2000)}
     assert len(keys) == 2000 and not any(k.startswith("-") for k in keys)
+
+
+def test_a_connected_server_is_the_variant_the_launch_names(tmp_path, monkeypatch):
+    import http.server
+    import json
+    import threading
+
+    from cookbook import results
+
+    class Models(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802  (http.server's name)
+            body = json.dumps({"object": "list", "data": [{"id": "lfm", "object": "model"}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}/v1"
+        connected = server.launch("thinking", base_url=url, api_key="k", echo=lambda *a: None)
+        assert isinstance(connected, server.ConnectedServer) and connected.variant == "thinking"
+        # So its notebook's results name the variant it was told, not a default.
+        path = tmp_path / "results.json"
+        monkeypatch.setenv(results.RESULTS_ENV, str(path))
+        results.finish(connected)
+        recorded = json.loads(path.read_text())
+        assert (recorded["variant"], recorded["model"], recorded["engine"]) == (
+            "thinking",
+            "lfm",
+            "connect",
+        )
+    finally:
+        httpd.shutdown()

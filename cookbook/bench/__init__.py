@@ -38,9 +38,9 @@ from cookbook.bench.metrics import (
 )
 from cookbook.bench.published import (
     CARD_FIELDS,
-    CARD_STATISTIC,
     PUBLISHED_DATA,
     card_comparison,
+    card_statistic,
     published,
     published_card,
     published_seed_004,
@@ -103,7 +103,7 @@ __all__ = [
     "summary_table",
     # published
     "CARD_FIELDS",
-    "CARD_STATISTIC",
+    "card_statistic",
     "PUBLISHED_DATA",
     "card_comparison",
     "published",

@@ -9,12 +9,22 @@ from typing import Any
 import yaml
 
 from cookbook.paths import DATA_DIR
+from cookbook.recipes import load_recipes
 
 PUBLISHED_DATA = DATA_DIR / "published-benchmarks.yaml"
 
-# Both pages' configs mark their latencies `latencyPercentile: "Mean"` (recipes.yaml pages.*):
-# the card's TTFT and TPOT are means, set beside our mean (our median is shown too).
-CARD_STATISTIC = "the mean, as both pages record it"
+
+def card_statistic() -> str:
+    """How the card's TTFT and TPOT were recorded, in words, from each SGLang cookbook page's
+    `latencyPercentile` (recipes.yaml pages.*.latency_statistic): "Mean" on both today, so the
+    card is set beside our mean (our median is shown too)."""
+    stats = [page.latency_statistic.lower() for page in load_recipes().pages.values()]
+    if len(set(stats)) > 1:
+        return f"the {' or '.join(sorted(set(stats)))}, as each page records it"
+    pages = {1: "its page records", 2: "both pages record"}.get(len(stats), "every page records")
+    return f"the {stats[0]}, as {pages} it"
+
+
 # What a run keeps to set beside the card (notebook 06 records them; `cookbook summary` shows them).
 CARD_FIELDS = (
     "mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "total_token_throughput",
@@ -47,7 +57,7 @@ def card_comparison(result: dict[str, Any], card_cell: dict[str, float]) -> list
     rows = []
     for metric in ("ttft_ms", "tpot_ms"):
         rows.append({
-            "metric": f"{metric} ({CARD_STATISTIC})",
+            "metric": f"{metric} ({card_statistic()})",
             "published": card_cell[metric],
             "ours_mean": result.get(f"mean_{metric}"),
             "ours_median": result.get(f"median_{metric}"),
