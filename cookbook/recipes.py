@@ -491,6 +491,16 @@ class Recipes(_Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Recipes:
+        """Every name the file uses is defined, in the order a reader meets them: hardware
+        and cells, pages and models, placeholders, then fixtures, engines and guides."""
+        self._check_hardware_and_cells()
+        self._check_pages_and_models()
+        self._check_placeholders()
+        self._check_fixtures_engines_and_guides()
+        return self
+
+    def _check_hardware_and_cells(self) -> None:
+        """Each GPU is verified, derived or unsupported; the cells cover the serving variants."""
         variants = self.variants
         for hw_id, hw in self.hardware.items():
             if hw.unsupported is not None and (hw.derive_from or hw_id in self.deploy.cells):
@@ -522,6 +532,10 @@ class Recipes(_Strict):
                     f"deploy.cells.{hw_id}: cells must cover exactly the serving variants "
                     f"(missing: {missing or 'none'}, not a serving variant: {extra or 'none'})"
                 )
+
+    def _check_pages_and_models(self) -> None:
+        """Pages name their source and models; models their page, preset and base."""
+        variants = self.variants
         for model_id, model in self.models.items():
             if model.page not in self.pages:
                 raise ValueError(
@@ -551,6 +565,9 @@ class Recipes(_Strict):
                     f"models.{model_id}.based_on: {model.based_on!r} is not a serving variant; "
                     f"valid: {', '.join(variants)}"
                 )
+
+    def _check_placeholders(self) -> None:
+        """UPPER_CASE names, all of the required ones, defaults that are valid values."""
         for name in self.placeholders:
             if not re.fullmatch(r"[A-Z_]+", name):
                 raise ValueError(f"placeholders.{name}: placeholder names are UPPER_CASE")
@@ -563,6 +580,10 @@ class Recipes(_Strict):
             problem = placeholder_problem(name, value)
             if problem:
                 raise ValueError(f"placeholders.{name}.default: {problem}")
+
+    def _check_fixtures_engines_and_guides(self) -> None:
+        """A fixture per model, engine settings and the Lambda guide that name real entries."""
+        variants = self.variants
         if sorted(self.fixtures) != sorted(self.models):
             missing = sorted(set(self.models) - set(self.fixtures))
             extra = sorted(set(self.fixtures) - set(self.models))
@@ -593,7 +614,6 @@ class Recipes(_Strict):
         for hw_id in lam.benchmarked_on:
             if hw_id not in self.hardware:
                 raise ValueError(f"lambda_8b_a1b.benchmarked_on: unknown hardware {hw_id!r}")
-        return self
 
     # ----- lookups with clear errors ------------------------------------------------------
     @property
