@@ -243,18 +243,8 @@ class SharedServers:
             os.environ[SHARED_ENV] = self._previous_env
 
 
-def run(
-    notebooks: list[Path],
-    out_dir: Path = DEFAULT_OUT,
-    engine: str = "auto",
-    variant: str | None = None,
-    cell_timeout_s: float = CELL_TIMEOUT_S,
-    echo=print,
-    fresh_servers: bool = False,
-) -> list[NotebookRun]:
-    """Execute the notebooks in order. On the CPU engines, unless `fresh_servers`, a notebook that
-    launches the same (variant, engine) as an earlier one gets the server that one used
-    (SharedServers)."""
+def writable_out_dir(out_dir: Path | str) -> Path:
+    """The --out folder, absolute and made, or a RunnerError saying why it cannot be used."""
     # Absolute: the notebooks run with notebooks/ as their working directory, and write their
     # results to the file RESULTS_ENV names.
     if not str(out_dir).strip():
@@ -279,6 +269,22 @@ def run(
         probe.unlink()
     except OSError as exc:
         raise RunnerError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+    return out_dir
+
+
+def run(
+    notebooks: list[Path],
+    out_dir: Path = DEFAULT_OUT,
+    engine: str = "auto",
+    variant: str | None = None,
+    cell_timeout_s: float = CELL_TIMEOUT_S,
+    echo=print,
+    fresh_servers: bool = False,
+) -> list[NotebookRun]:
+    """Execute the notebooks in order. On the CPU engines, unless `fresh_servers`, a notebook that
+    launches the same (variant, engine) as an earlier one gets the server that one used
+    (SharedServers)."""
+    out_dir = writable_out_dir(out_dir)
     # Decide the engine once, before any notebook: a GPU without SGLang fails here in seconds
     # (machine.EngineUnavailableError) instead of in every notebook, and nothing falls back.
     from cookbook import gpu, machine
