@@ -9,6 +9,7 @@ notebook recorded, and an error excerpt if it failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -104,6 +105,17 @@ def failure_details(result: NotebookRun, tail_lines: int = 8) -> str:
     return "\n".join(out)
 
 
+@contextlib.contextmanager
+def kernel_sockets():
+    """Kernel-manager config for Unix sockets in a private folder (0700, short enough for the
+    socket path limit) instead of TCP ports on 127.0.0.1: only this user can reach the kernel,
+    and ipykernel has no unencrypted TCP to warn about in the run's output."""
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="cookbook-kernel-") as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": f"{folder}/k"}})
+
+
 def run_one(
     notebook: Path, out_dir: Path, parameters: dict[str, Any], cell_timeout_s: float
 ) -> NotebookRun:
@@ -117,11 +129,12 @@ def run_one(
     previous = os.environ.get(RESULTS_ENV)
     os.environ[RESULTS_ENV] = str(results_path)  # the kernel inherits it; `finish` writes there
     try:
-        papermill.execute_notebook(
-            str(notebook), str(executed), parameters=parameters,
-            cwd=str(NOTEBOOKS_DIR), kernel_name="python3", execution_timeout=cell_timeout_s,
-            progress_bar=False, log_output=False,
-        )  # fmt: skip
+        with kernel_sockets() as config:
+            papermill.execute_notebook(
+                str(notebook), str(executed), parameters=parameters,
+                cwd=str(NOTEBOOKS_DIR), kernel_name="python3", execution_timeout=cell_timeout_s,
+                progress_bar=False, log_output=False, config=config,
+            )  # fmt: skip
     except Exception as exc:  # papermill's execution error, a timeout, a dead kernel
         error = _error_excerpt(exc)
     finally:

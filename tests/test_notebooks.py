@@ -458,6 +458,27 @@ def test_the_runner_names_the_results_file_in_the_kernels_environment(tmp_path, 
     assert results.RESULTS_ENV not in os.environ  # set for the notebook only
 
 
+def test_the_runners_kernel_listens_on_private_unix_sockets(tmp_path, capfd):
+    # A real kernel: the runner asks for Unix sockets in a folder of its own, so no other user
+    # reaches the kernel and ipykernel prints no unencrypted-TCP warning into `make run`.
+    source = tmp_path / "notebooks" / "transport.ipynb"
+    source.parent.mkdir()
+    probe = (
+        "import os\n"
+        "from ipykernel.kernelapp import IPKernelApp\n"
+        "from cookbook import results\n"
+        "app = IPKernelApp.instance()\n"
+        "results.record(os.environ[results.RESULTS_ENV], transport=app.transport, ip=app.ip)"
+    )
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(probe)]), source)
+    run = runner.run_one(source, tmp_path, {}, 60)
+    assert run.status == "passed", run.error
+    assert run.results["transport"] == "ipc"
+    folder = Path(run.results["ip"]).parent
+    assert folder.name.startswith("cookbook-kernel-") and not folder.exists()  # removed after
+    assert "without encryption" not in capfd.readouterr().err
+
+
 def test_a_notebook_given_server_options_launches_its_own(monkeypatch):
     shared = runner.SharedServers.__new__(runner.SharedServers)
     shared.engine = "sglang-cpu"
