@@ -108,8 +108,8 @@ def failure_details(result: NotebookRun, tail_lines: int = 8) -> str:
 @contextlib.contextmanager
 def kernel_sockets():
     """Kernel-manager config for Unix sockets in a private folder (0700, short enough for the
-    socket path limit) instead of TCP ports on 127.0.0.1: only this user can reach the kernel,
-    and ipykernel has no unencrypted TCP to warn about in the run's output."""
+    socket path limit) instead of TCP ports on 127.0.0.1: no port for other users to connect to,
+    and no unencrypted-TCP warning from ipykernel in the run's output for every notebook."""
     from traitlets.config import Config
 
     with tempfile.TemporaryDirectory(prefix="cookbook-kernel-") as folder:
