@@ -459,8 +459,8 @@ def test_the_runner_names_the_results_file_in_the_kernels_environment(tmp_path, 
 
 
 def test_the_runners_kernel_listens_on_private_unix_sockets(tmp_path, capfd):
-    # A real kernel: the runner asks for Unix sockets in a folder of its own, so no other user
-    # reaches the kernel and ipykernel prints no unencrypted-TCP warning into `make run`.
+    # A real kernel: the runner asks for Unix sockets in a folder of its own, so the kernel
+    # listens on no TCP port and ipykernel prints no unencrypted-TCP warning into `make run`.
     source = tmp_path / "notebooks" / "transport.ipynb"
     source.parent.mkdir()
     probe = (
