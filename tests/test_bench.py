@@ -7,6 +7,7 @@ import json
 import math
 import random
 import time
+from pathlib import Path
 
 import pytest
 
@@ -427,3 +428,15 @@ def test_reference_commands_translate_the_workload():
     with pytest.raises(BenchError, match="fixed lengths only"):
         bench.sglang_bench_argv(ranged, "py", "/tok", "/o")
     assert not math.isnan(config.request_rate)
+
+
+def test_results_go_beside_the_run_or_in_runs_bench_never_under_notebooks(tmp_path, monkeypatch):
+    from cookbook import results
+    from cookbook.paths import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT / "notebooks")  # where a notebook's kernel runs
+    monkeypatch.delenv(results.RESULTS_ENV, raising=False)
+    assert bench.results_dir() == REPO_ROOT / "runs" / "bench"
+    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path / "run" / "06.results.json"))
+    assert bench.results_dir() == tmp_path / "run" / "bench"  # `cookbook run`: its folder
+    assert bench.results_dir("mine") == Path("mine")  # the notebook's OUT_DIR, as given

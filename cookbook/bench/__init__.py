@@ -53,7 +53,7 @@ from cookbook.bench.reference import (
     vllm_bench_argv,
     write_prompts_jsonl,
 )
-from cookbook.bench.report import SUMMARY_FIELDS, load_result, summary_table
+from cookbook.bench.report import SUMMARY_FIELDS, load_result, results_dir, summary_table
 from cookbook.bench.requests import RequestRecord, _one_request, request_body
 from cookbook.bench.run import BenchRun, run_benchmark, run_sweep
 
@@ -100,6 +100,7 @@ __all__ = [
     # report
     "SUMMARY_FIELDS",
     "load_result",
+    "results_dir",
     "summary_table",
     # published
     "CARD_FIELDS",

@@ -4,11 +4,14 @@ runs side by side: a comparison is only fair once every tool's numbers are named
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cookbook.bench.config import BenchError
+from cookbook.paths import REPO_ROOT
+from cookbook.results import RESULTS_ENV
 
 SUMMARY_FIELDS = (
     "completed", "failed", "duration", "request_throughput", "output_throughput",
@@ -67,3 +70,14 @@ def summary_table(rows: dict[str, dict[str, Any]], fields: Sequence[str] | None 
             cells.append(f"{text:>{width + 2}}")
         lines.append(f"{f:<28}" + "".join(cells))
     return "\n".join(lines)
+
+
+def results_dir(given: str | Path | None = None) -> Path:
+    """Where a notebook's benchmark files go: `given`; else, under `cookbook run`, beside the
+    executed notebooks (runs/latest/bench); else runs/bench in the cookbook's folder. Never a
+    path relative to the kernel's working directory, which is notebooks/."""
+    if given:
+        return Path(given)
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV]).parent / "bench"
+    return REPO_ROOT / "runs" / "bench"
