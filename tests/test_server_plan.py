@@ -190,28 +190,13 @@ def test_api_keys_never_look_like_an_option():
 
 
 def test_a_connected_server_is_the_variant_the_launch_names(tmp_path, monkeypatch):
-    import http.server
     import json
-    import threading
 
     from cookbook import results
+    from tests.fake_openai import MODES, FakeServer
 
-    class Models(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802  (http.server's name)
-            body = json.dumps({"object": "list", "data": [{"id": "lfm", "object": "model"}]})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body.encode())
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Models)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_port}/v1"
-        connected = server.launch("thinking", base_url=url, api_key="k", echo=lambda *a: None)
+    with FakeServer() as fake:
+        connected = server.launch("thinking", base_url=fake.base_url, api_key="k", echo=print)
         assert isinstance(connected, server.ConnectedServer) and connected.variant == "thinking"
         # So its notebook's results name the variant it was told, not a default.
         path = tmp_path / "results.json"
@@ -220,8 +205,6 @@ def test_a_connected_server_is_the_variant_the_launch_names(tmp_path, monkeypatc
         recorded = json.loads(path.read_text())
         assert (recorded["variant"], recorded["model"], recorded["engine"]) == (
             "thinking",
-            "lfm",
+            MODES[0],
             "connect",
         )
-    finally:
-        httpd.shutdown()
