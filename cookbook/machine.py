@@ -126,6 +126,32 @@ def driver_problem(detection: gpu.Detection, recipes: Recipes | None = None) -> 
     )
 
 
+def disk_problem(environments: list[str] | tuple[str, ...], folder: Path = VENVS_DIR) -> str | None:
+    """Why the environments set-up is about to make in `folder` would not fit on its disk, or
+    None. One already there counts for nothing: set-up keeps it, or deletes it before rebuilding."""
+    wanted = load_recipes().environments
+    unknown = sorted(set(environments) - set(wanted.size_gb))
+    if unknown:
+        raise CookbookChoiceError("environment", unknown[0], list(wanted.size_gb))
+    to_make = [e for e in environments if not (folder / e).exists()]
+    if not to_make:
+        return None
+    size = sum(wanted.size_gb[e] for e in to_make)
+    need = size + wanted.margin_gb
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free / 1e9
+    if free >= need:
+        return None
+    names = " and ".join(f"{folder.name}/{e}" for e in to_make)
+    return (
+        f"not enough disk space for {names}: about {size:.1f} GB once installed, and set-up "
+        f"wants {need:.1f} GB free ({wanted.margin_gb:g} GB of it for pip's downloads), but the "
+        f"disk holding {folder} has {free:.1f} GB free. Nothing was installed. Free "
+        f"{need - free:.1f} GB or more (old checkouts, caches: `du -sh ~/.cache/*`), then run "
+        "set-up again"
+    )
+
+
 def choose_engine(
     requested: str,
     detection: gpu.Detection,
@@ -173,10 +199,12 @@ class MachinePlan:
         out += [f"             note: {n}" for n in self.detection.notes]
         if self.stop:
             return [*out, f"stop         {self.stop}"]
+        size_gb = load_recipes().environments.size_gb
         installs = {
             "sglang": f".venvs/sglang: {sglang_pin()} (the `gpu` extra: CUDA torch, kernels; "
-            "about 11 GB to download; and sglang-router)",
-            "cpu-engine": ".venvs/cpu-engine: the CPU build of vLLM (about 6 GB, a few minutes)",
+            f"about {size_gb['sglang']:.0f} GB on disk; and sglang-router)",
+            "cpu-engine": ".venvs/cpu-engine: the CPU build of vLLM (about "
+            f"{size_gb['cpu-engine']:.0f} GB on disk, a few minutes)",
         }
         present = {
             "sglang": (SGLANG_VENV / "bin" / "sglang").exists(),
@@ -245,7 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default=os.environ.get("ENGINE") or "auto", help="auto|...")
     parser.add_argument("--shell", action="store_true", help="KEY=value lines for ci/setup.sh")
     parser.add_argument("--colab", action="store_true", help="set-up for a Colab runtime")
+    parser.add_argument(
+        "--disk-for",
+        metavar="ENV[,ENV]",
+        help="only check there is disk space to make these environments (exit 4 if not)",
+    )
     args = parser.parse_args(argv)
+    if args.disk_for is not None:
+        return _check_disk(args.disk_for)
     try:
         result = dataclasses.replace(plan(args.engine), colab=args.colab)
     except CookbookChoiceError as exc:
@@ -255,6 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.shell:
         print(result.shell(), end="")
     return 3 if result.stop else 0
+
+
+def _check_disk(environments: str) -> int:
+    try:
+        problem = disk_problem([e for e in environments.split(",") if e])
+    except CookbookChoiceError as exc:
+        print(f"setup: error: {exc}", file=sys.stderr)
+        return 2
+    if problem:
+        print(f"[setup] stopped: {problem}", file=sys.stderr)
+        return 4
+    return 0
 
 
 if __name__ == "__main__":

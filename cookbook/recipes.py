@@ -459,6 +459,14 @@ class SglangCpuEngine(_Strict):
     _flags = field_validator("flags")(_check_flag_lines)
 
 
+class Environments(_Strict):
+    """What set-up makes besides .venv: the disk each takes once installed, and the spare room
+    it wants while pip installs."""
+
+    size_gb: dict[Literal["sglang", "cpu-engine"], float]
+    margin_gb: float = Field(ge=0)
+
+
 class Engines(_Strict):
     sglang: SglangEngine
     sglang_cpu: SglangCpuEngine
@@ -487,6 +495,7 @@ class Recipes(_Strict):
     lambda_8b_a1b: LambdaRecipe
     scale_out: ScaleOut
     engines: Engines
+    environments: Environments
     fixtures: dict[str, str]
 
     @model_validator(mode="after")

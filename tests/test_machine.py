@@ -250,3 +250,56 @@ def test_an_explicit_sglang_launch_on_an_old_driver_is_refused_before_anything_r
     (tmp_path / "fake-bin" / "nvidia-smi").unlink()
     monkeypatch.setenv("PATH", fake_nvidia_smi_env(tmp_path, "h100-sxm")["PATH"])
     assert plan_launch("instruct", "sglang", port=31000).engine == "sglang"
+
+
+def _free_space(monkeypatch, gb: float) -> None:
+    usage = machine.shutil.disk_usage("/")
+    monkeypatch.setattr(machine.shutil, "disk_usage", lambda _: usage._replace(free=int(gb * 1e9)))
+
+
+def test_set_up_refuses_environments_the_disk_cannot_hold(monkeypatch, tmp_path):
+    sizes = machine.load_recipes().environments
+    both = sizes.size_gb["sglang"] + sizes.size_gb["cpu-engine"] + sizes.margin_gb
+    folder = tmp_path / "project" / ".venvs"  # not made yet: the nearest folder's disk counts
+    _free_space(monkeypatch, both - 0.5)
+    problem = machine.disk_problem(["sglang", "cpu-engine"], folder)
+    assert problem.startswith("not enough disk space for .venvs/sglang and .venvs/cpu-engine")
+    assert f"wants {both:.1f} GB free" in problem and f"has {both - 0.5:.1f} GB free" in problem
+    assert "Nothing was installed" in problem and "Free 0.5 GB or more" in problem
+    _free_space(monkeypatch, both)
+    assert machine.disk_problem(["sglang", "cpu-engine"], folder) is None
+    # An environment already there needs no room (set-up keeps it or deletes it first).
+    (folder / "sglang").mkdir(parents=True)
+    _free_space(monkeypatch, sizes.size_gb["cpu-engine"] + sizes.margin_gb)
+    assert machine.disk_problem(["sglang", "cpu-engine"], folder) is None
+    with pytest.raises(machine.CookbookChoiceError, match="unknown environment 'vllm'; valid: sg"):
+        machine.disk_problem(["vllm"], folder)
+
+
+def _recipes_wanting(tmp_path: Path, size_gb: float) -> Path:
+    import yaml
+
+    raw = yaml.safe_load((REPO / "data" / "recipes.yaml").read_text())
+    raw["environments"]["size_gb"] = {"sglang": size_gb, "cpu-engine": size_gb}
+    path = tmp_path / "recipes.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("step", "says"),
+    [("all", ".venvs/sglang and .venvs/cpu-engine"), ("machine", ".venvs/sglang:")],
+)
+def test_setup_stops_before_installing_what_would_not_fit(tmp_path, step, says):
+    # A project without its engine environments, whose recipes say each takes a petabyte: set-up
+    # must stop after .venv (linked to this checkout's, so nothing is installed) and make nothing.
+    project = _copy_of_the_project(tmp_path / "project")
+    (project / ".venv").symlink_to(REPO / ".venv")
+    env = fake_nvidia_smi_env(
+        tmp_path, None, COOKBOOK_RECIPES=str(_recipes_wanting(tmp_path, 1e6)), PIP_NO_INDEX="1"
+    )
+    out = setup(step, env=env, cwd=project)
+    assert out.returncode == 4, out.stderr
+    assert f"[setup] stopped: not enough disk space for {says}" in out.stderr
+    assert "Nothing was installed" in out.stderr and "preparing" not in out.stderr
+    assert not (project / ".venvs").exists()
