@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cookbook import commands, machine
 from cookbook.errors import BadInputError, CookbookError
-from cookbook.recipes import is_host, is_port, load_recipes
+from cookbook.recipes import Recipes, is_host, is_port, load_recipes
 from cookbook_tools import doctor
 
 
@@ -369,20 +369,7 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    recipes = load_recipes()
-    parser = _Parser(
-        prog="cookbook", description="LFM2.5 on SGLang: verified commands and notebooks."
-    )
-    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("matrix", help="the verified cells with their badge, and the Lambda recipe")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument(
-        "--all", action="store_true", help="also GPUs outside the matrix (derived recipes)"
-    )
-    p.set_defaults(func=_matrix)
-
+def _add_command(sub: argparse._SubParsersAction, recipes: Recipes) -> None:
     p = sub.add_parser("command", help="the launch command for a GPU and a model")
     p.add_argument("--hw", help=f"hardware id: {', '.join(recipes.hardware)}")
     p.add_argument("--variant", help=f"model: {', '.join(recipes.models)}")
@@ -402,30 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_command)
 
-    p = sub.add_parser("run", help="execute notebooks (all by default) and write summary.json")
-    p.add_argument("notebooks", nargs="*", help="numbers or names, e.g. 01 03_tool_calling")
-    p.add_argument("--engine", default="auto", choices=list(machine.ENGINES))
-    p.add_argument("--variant", help="override each notebook's default variant")
-    p.add_argument("--out", default="runs/latest", help="folder for executed notebooks")
-    p.add_argument("--cell-timeout", type=_positive_seconds, default=900, help="seconds per cell")
-    p.add_argument(
-        "--fresh-servers",
-        action="store_true",
-        help="every notebook launches its own server (default on the CPU: notebooks "
-        "asking for the same model share one that cookbook run starts)",
-    )
-    p.set_defaults(func=_run)
 
-    p = sub.add_parser("serve", help="run one server in the foreground until Ctrl-C")
-    p.add_argument("--variant", default="instruct", help=f"model: {', '.join(recipes.models)}")
-    p.add_argument("--engine", default="auto", choices=list(machine.ENGINES))
-    p.add_argument("--model", help="a local model directory or hub id to serve instead")
-    p.add_argument("--hw", help="hardware id for the sglang engine (default: detected)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, help="port 1-65535 (default: a free one)")
-    p.add_argument("--show-key", action="store_true", help="print this launch's API key")
-    p.set_defaults(func=_serve)
-
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark a running server (streaming, vLLM-style metrics)")
     p.add_argument("--base-url", required=True, help="the server, e.g. http://127.0.0.1:30000/v1")
     p.add_argument("--api-key", help="its key (default: $OPENAI_API_KEY)")
@@ -462,6 +427,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", help="result JSON (a .requests.jsonl is written beside it)")
     p.set_defaults(func=_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    recipes = load_recipes()
+    parser = _Parser(
+        prog="cookbook", description="LFM2.5 on SGLang: verified commands and notebooks."
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("matrix", help="the verified cells with their badge, and the Lambda recipe")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--all", action="store_true", help="also GPUs outside the matrix (derived recipes)"
+    )
+    p.set_defaults(func=_matrix)
+
+    _add_command(sub, recipes)
+
+    p = sub.add_parser("run", help="execute notebooks (all by default) and write summary.json")
+    p.add_argument("notebooks", nargs="*", help="numbers or names, e.g. 01 03_tool_calling")
+    p.add_argument("--engine", default="auto", choices=list(machine.ENGINES))
+    p.add_argument("--variant", help="override each notebook's default variant")
+    p.add_argument("--out", default="runs/latest", help="folder for executed notebooks")
+    p.add_argument("--cell-timeout", type=_positive_seconds, default=900, help="seconds per cell")
+    p.add_argument(
+        "--fresh-servers",
+        action="store_true",
+        help="every notebook launches its own server (default on the CPU: notebooks "
+        "asking for the same model share one that cookbook run starts)",
+    )
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("serve", help="run one server in the foreground until Ctrl-C")
+    p.add_argument("--variant", default="instruct", help=f"model: {', '.join(recipes.models)}")
+    p.add_argument("--engine", default="auto", choices=list(machine.ENGINES))
+    p.add_argument("--model", help="a local model directory or hub id to serve instead")
+    p.add_argument("--hw", help="hardware id for the sglang engine (default: detected)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, help="port 1-65535 (default: a free one)")
+    p.add_argument("--show-key", action="store_true", help="print this launch's API key")
+    p.set_defaults(func=_serve)
+
+    _add_bench(sub)
 
     p = sub.add_parser("docs", help="build the docs site from an executed run")
     p.add_argument("--run", default="runs/latest", help="the run's folder (with summary.json)")
