@@ -128,12 +128,15 @@ def driver_problem(detection: gpu.Detection, recipes: Recipes | None = None) -> 
 
 def disk_problem(environments: list[str] | tuple[str, ...], folder: Path = VENVS_DIR) -> str | None:
     """Why the environments set-up is about to make in `folder` would not fit on its disk, or
-    None. One already there counts for nothing: set-up keeps it, or deletes it before rebuilding."""
+    None. A finished one (stamped by set-up, or adopted) counts for nothing: set-up keeps it, or
+    deletes it before rebuilding. One without a stamp (an install that failed midway) counts in
+    full."""
     wanted = load_recipes().environments
     unknown = sorted(set(environments) - set(wanted.size_gb))
     if unknown:
         raise CookbookChoiceError("environment", unknown[0], list(wanted.size_gb))
-    to_make = [e for e in environments if not (folder / e).exists()]
+    finished = (".stamp", ".cookbook-adopted")  # ci/setup.sh writes one when an install ends
+    to_make = [e for e in environments if not any((folder / e / f).exists() for f in finished)]
     if not to_make:
         return None
     size = sum(wanted.size_gb[e] for e in to_make)

@@ -268,9 +268,14 @@ def test_set_up_refuses_environments_the_disk_cannot_hold(monkeypatch, tmp_path)
     assert "Nothing was installed" in problem and "Free 0.5 GB or more" in problem
     _free_space(monkeypatch, both)
     assert machine.disk_problem(["sglang", "cpu-engine"], folder) is None
-    # An environment already there needs no room (set-up keeps it or deletes it first).
+    # A finished environment needs no room (set-up keeps it or deletes it first); one an install
+    # left half-made (no stamp) still needs all of it.
     (folder / "sglang").mkdir(parents=True)
     _free_space(monkeypatch, sizes.size_gb["cpu-engine"] + sizes.margin_gb)
+    assert "for .venvs/sglang and .venvs/cpu-engine" in machine.disk_problem(
+        ["sglang", "cpu-engine"], folder
+    )
+    (folder / "sglang" / ".stamp").write_text("built")
     assert machine.disk_problem(["sglang", "cpu-engine"], folder) is None
     with pytest.raises(machine.CookbookChoiceError, match="unknown environment 'vllm'; valid: sg"):
         machine.disk_problem(["vllm"], folder)
